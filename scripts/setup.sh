@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# One-command setup on a fresh Linux machine with Python 3.11: a venv in .venv with the
+# pinned dependency set (CPU torch), the `opt` command, and the folders DVC expects.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[mlops,dev]'
+mkdir -p data/sources  # versioned by data.dvc: your own Localized Narratives files go here
+.venv/bin/opt --help >/dev/null
+echo "setup done: . .venv/bin/activate && opt --help"

@@ -1,0 +1,58 @@
+"""`opt`: one subcommand per pipeline stage, each taking Hydra overrides (`key=value`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from opt.stages import STAGES, StageFailed, run_stage
+
+OVERRIDES_HELP = "Hydra overrides, e.g. data.n=48 paths.root=DIR"
+CONFIG_HELP = "read this composed config (e.g. DVC's params.yaml) instead of composing configs/"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opt", description="OPT, the Omni-Perception Pre-Trainer: pipeline stages.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", dest="config_file", metavar="FILE", help=CONFIG_HELP)
+        p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p = sub.add_parser("config", help="print (or write) the composed, resolved config")
+    p.add_argument("-o", "--output", metavar="FILE", help="write it here (e.g. params.yaml) instead of stdout")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    return parser
+
+
+def show_config(overrides: list[str], output: str | None) -> None:
+    from opt.config import load_config, to_yaml
+
+    text = to_yaml(load_config(overrides))
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write("# Written by `opt config -o params.yaml` from configs/ (Hydra). Do not edit by hand.\n")
+            f.write(text)
+    else:
+        print(text, end="")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "config":
+            show_config(args.overrides, args.output)
+        else:
+            run_stage(args.command, args.overrides, args.config_file)
+    except StageFailed as e:
+        print(f"opt {args.command}: FAILED: {e}", file=sys.stderr)
+        return 1
+    except (HydraException, OmegaConfBaseException) as e:
+        print(f"opt {args.command}: bad configuration: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

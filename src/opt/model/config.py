@@ -1,0 +1,80 @@
+"""Config dataclasses of the model, the VQ image tokenizer, the pretext objectives and the trainer.
+
+Per-tower sizes live in `ModelConfig`; `configs/model/{tiny,small,base}.yaml` set them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    dim: int = 64  # width of every tower (tokens are concatenated across modalities)
+    heads: int = 2
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    text_layers: int = 1
+    image_layers: int = 1
+    audio_layers: int = 1
+    fusion_layers: int = 1  # the cross-modal encoder
+    text_decoder_layers: int = 1
+    image_decoder_layers: int = 1
+    patch_size: int = 8  # image patch side in pixels; the VQ grid is image_size / patch_size
+    audio_patch_frames: int = 16  # mel frames per audio patch (each patch spans all mel bins)
+    max_audio_patches: int = 75  # 12 s at 10 ms hop / 16 frames
+    max_text_tokens: int = 64
+
+
+@dataclass
+class VQConfig:
+    codebook_size: int = 256
+    code_dim: int = 32
+    hidden: int = 64
+    commitment: float = 0.25
+    ema_decay: float = 0.99
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 2e-3
+
+
+@dataclass
+class ObjectivesConfig:
+    """Each pretext task has a weight; 0 switches it off."""
+    mlm: float = 1.0  # masked language modelling (15%, 80/10/10)
+    mvm: float = 1.0  # masked vision modelling: VQ code of masked patches + their pixels
+    mam: float = 1.0  # masked audio modelling: regress masked mel patches + contrast among them
+    text_denoise: float = 1.0  # text decoder rebuilds the caption from fused tokens (text masked)
+    image_denoise: float = 1.0  # image decoder generates VQ codes (image masked)
+    matching: float = 1.0  # tri-modal matching, OPT's five cases
+    contrastive: float = 1.0  # InfoNCE between modality embeddings, learned temperature
+    text_mask_ratio: float = 0.15
+    image_mask_ratio: float = 0.3
+    audio_mask_ratio: float = 0.3
+    # modality level: probability of dropping each whole modality from a sample
+    drop_text: float = 0.1
+    drop_image: float = 0.1
+    drop_audio: float = 0.1
+    use_audio: bool = True  # False: image+text only (the paper's ablation)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 200
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    precision: str = "fp32"  # fp32 | bf16 (autocast; attention kept in fp32 on CPU)
+    compile: bool = False
+    device: str = "cpu"  # cpu | cuda | auto
+    seed: int = 0
+    checkpoint_every: int = 50
+    log_every: int = 10
+    num_workers: int = 0
+    resume: bool = True  # continue from the latest checkpoint of this run when present
+    init_from: str | None = None  # start from these weights (fine-tuning); None: from scratch
+    threads: int = 0  # torch intra-op threads; 0: torch's default

@@ -1,0 +1,54 @@
+"""Autoregressive decoders that cross-attend the fused tokens, with a KV cache for generation.
+
+The text decoder emits caption tokens; the image decoder emits the VQ codes of an image grid.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from opt.model.config import ModelConfig
+from opt.model.layers import Stack, key_mask
+
+
+class Decoder(nn.Module):
+    """Causal Transformer over `vocab` symbols (+1 BOS), cross-attending a context (B,S,D)."""
+
+    def __init__(self, cfg: ModelConfig, vocab: int, length: int, layers: int):
+        super().__init__()
+        self.bos = vocab  # the extra symbol that starts every sequence
+        self.length = length
+        self.embed = nn.Embedding(vocab + 1, cfg.dim)
+        self.pos = nn.Parameter(torch.randn(1, length, cfg.dim) * 0.02)
+        self.stack = Stack(layers, cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, cross=True)
+        self.head = nn.Linear(cfg.dim, vocab)
+
+    def forward(self, targets: Tensor, context: Tensor, context_valid: Tensor) -> Tensor:
+        """Teacher forcing: targets (B,T) -> logits (B,T,V) predicting targets[:, t] from targets[:, :t]."""
+        inputs = torch.cat([torch.full_like(targets[:, :1], self.bos), targets[:, :-1]], dim=1)
+        x = self.embed(inputs) + self.pos[:, : inputs.shape[1]]
+        return self.head(self.stack(x, causal=True, context=context, context_mask=key_mask(context_valid)))
+
+    @torch.no_grad()
+    def generate(self, context: Tensor, context_valid: Tensor, steps: int | None = None,
+                 use_cache: bool = True, temperature: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+        """Greedy (temperature 0) or sampled decoding -> symbols (B, steps)."""
+        steps = steps or self.length
+        b = context.shape[0]
+        out = torch.full((b, 1), self.bos, dtype=torch.long, device=context.device)
+        cache = [{} for _ in self.stack.blocks] if use_cache else None
+        cmask = key_mask(context_valid)
+        for t in range(steps):
+            inputs = out[:, -1:] if use_cache else out  # (B,1) with a cache, else the whole prefix
+            x = self.embed(inputs) + self.pos[:, t + 1 - inputs.shape[1]: t + 1]
+            logits = self.head(self.stack(x, causal=True, context=context, context_mask=cmask, cache=cache))[:, -1]
+            out = torch.cat([out, sample(logits, temperature, generator)[:, None]], dim=1)
+        return out[:, 1:]
+
+
+def sample(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
+    """(B,V) -> (B,) argmax at temperature 0, else a draw from softmax(logits / temperature)."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]

@@ -1,0 +1,109 @@
+"""Single-modal encoders: each turns raw inputs into tokens (B, 1+N, D) with a leading CLS.
+
+Text: token ids (B,L). Image: pixels (B,3,H,W) cut into ViT patches. Audio: log-mel
+(B,M,F) cut into patches of `audio_patch_frames` frames spanning all M mel bins.
+Masked positions (MLM/MVM/MAM) are replaced by a learned mask embedding before the encoder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from torch import Tensor, nn
+
+from opt.model.config import ModelConfig
+from opt.model.layers import Stack, key_mask
+
+
+class Modality(str, Enum):
+    TEXT = "text"
+    IMAGE = "image"
+    AUDIO = "audio"
+
+
+@dataclass
+class Encoded:
+    tokens: Tensor  # (B, 1+N, D); position 0 is the modality's CLS
+    valid: Tensor  # (B, 1+N) bool: real (non-padding) tokens
+
+
+def patchify(images: Tensor, p: int) -> Tensor:
+    """(B,3,H,W) -> (B, H/p * W/p, 3*p*p), patches in row-major grid order."""
+    b, c, h, w = images.shape
+    x = images.reshape(b, c, h // p, p, w // p, p)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(b, (h // p) * (w // p), c * p * p)
+
+
+def unpatchify(patches: Tensor, p: int, size: int) -> Tensor:
+    """(B, N, 3*p*p) -> (B,3,size,size); inverse of `patchify`."""
+    b, g = patches.shape[0], size // p
+    x = patches.reshape(b, g, g, 3, p, p).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, 3, size, size)
+
+
+def mel_patches(mel: Tensor, frames: Tensor, pf: int, max_patches: int) -> tuple[Tensor, Tensor]:
+    """(B,M,F) log-mel, (B,) true frame counts -> patches (B,P,M*pf), valid (B,P) bool."""
+    b, m, f = mel.shape
+    total = pf * max_patches
+    mel = nn.functional.pad(mel, (0, max(0, total - f)))[:, :, :total]
+    patches = mel.reshape(b, m, max_patches, pf).permute(0, 2, 1, 3).reshape(b, max_patches, m * pf)
+    count = torch.clamp((frames + pf - 1) // pf, 1, max_patches)  # at least one patch
+    return patches, torch.arange(max_patches, device=mel.device)[None, :] < count[:, None]
+
+
+class Tower(nn.Module):
+    """Embedded inputs (B,N,D) -> CLS + positions + mask embedding -> Transformer."""
+
+    def __init__(self, cfg: ModelConfig, layers: int, positions: int):
+        super().__init__()
+        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.mask_embedding = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.pos = nn.Parameter(torch.randn(1, 1 + positions, cfg.dim) * 0.02)
+        self.stack = Stack(layers, cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout)
+
+    def forward(self, x: Tensor, valid: Tensor, masked: Tensor | None = None) -> Encoded:
+        if masked is not None:  # (B,N) bool
+            x = torch.where(masked[..., None], self.mask_embedding.to(x.dtype), x)
+        b, n, _ = x.shape
+        x = torch.cat([self.cls.expand(b, -1, -1), x], dim=1) + self.pos[:, : n + 1]  # (B,1+N,D)
+        valid = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)
+        return Encoded(self.stack(x, key_mask(valid)), valid)
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, cfg.dim)
+        self.tower = Tower(cfg, cfg.text_layers, cfg.max_text_tokens)
+
+    def forward(self, tokens: Tensor, count: Tensor, masked: Tensor | None = None) -> Encoded:
+        """tokens (B,L) int, count (B,) real tokens; masked tokens were already replaced by [MASK]."""
+        valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < count[:, None]
+        return self.tower(self.embed(tokens), valid)
+
+
+class ImageEncoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, image_size: int):
+        super().__init__()
+        self.p = cfg.patch_size
+        self.proj = nn.Linear(3 * self.p**2, cfg.dim)
+        self.tower = Tower(cfg, cfg.image_layers, (image_size // self.p) ** 2)
+
+    def forward(self, images: Tensor, masked: Tensor | None = None) -> Encoded:
+        """images (B,3,H,W) in [0,1]; masked (B,N) patches to hide."""
+        x = self.proj(patchify(images * 2 - 1, self.p))  # (B,N,D)
+        return self.tower(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device), masked)
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, n_mels: int):
+        super().__init__()
+        self.pf, self.max_patches = cfg.audio_patch_frames, cfg.max_audio_patches
+        self.proj = nn.Linear(n_mels * self.pf, cfg.dim)
+        self.tower = Tower(cfg, cfg.audio_layers, self.max_patches)
+
+    def forward(self, mel: Tensor, frames: Tensor, masked: Tensor | None = None) -> Encoded:
+        """mel (B,M,F) normalised log-mel, frames (B,) true lengths; masked (B,P) patches."""
+        patches, valid = mel_patches(mel, frames, self.pf, self.max_patches)
+        return self.tower(self.proj(patches), valid, masked)

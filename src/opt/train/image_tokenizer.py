@@ -1,0 +1,89 @@
+"""`opt image_tokenizer`: train the VQ-VAE on the prepared train images, then write the code
+grid of every image of every split, the weights, and reconstruction/codebook-usage metrics."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from opt.config import path
+from opt.data.manifest import SPLITS
+from opt.model.vq import VQVAE
+from opt.train.data import CODES_DIR, batches, image_tokenizer_dir, training_split
+from opt.train.trainer import Trainer
+
+
+class VQObjective(nn.Module):
+    def __init__(self, model: VQVAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict, draw=None) -> dict:
+        out = self.model(batch["image"])
+        return {k: v for k, v in out.items() if k.endswith("loss")}
+
+
+def build_vq(cfg) -> VQVAE:
+    v = cfg.image_tokenizer
+    return VQVAE(cfg.prepare.image_size, cfg.model.patch_size, v.codebook_size, v.code_dim, v.hidden,
+                 v.commitment, v.ema_decay)
+
+
+@torch.no_grad()
+def encode_split(vq: VQVAE, dataset, batch_size: int = 128) -> tuple[np.ndarray, float]:
+    """Codes (N, G) int16 of a split and its mean reconstruction MSE."""
+    vq.eval()
+    codes, errors = [], []
+    for batch in batches(dataset, batch_size):
+        index = vq.encode_codes(batch["image"])
+        errors.append(((vq.decode_codes(index) - batch["image"]) ** 2).mean(dim=(1, 2, 3)))
+        codes.append(index.to(torch.int16).numpy())
+    return np.concatenate(codes), float(torch.cat(errors).mean())
+
+
+def usage(codes: np.ndarray, size: int) -> dict:
+    """Share of the codebook used and the perplexity of code frequencies."""
+    counts = np.bincount(codes.reshape(-1).astype(np.int64), minlength=size)
+    p = counts / counts.sum()
+    nz = p[p > 0]
+    return {"codebook_used": float((counts > 0).mean()), "perplexity": float(np.exp(-(nz * np.log(nz)).sum()))}
+
+
+def image_tokenizer(cfg) -> dict:
+    out_dir = image_tokenizer_dir(cfg)
+    run_dir = path(cfg, "checkpoints") / "image_tokenizer"
+    v = cfg.image_tokenizer
+    tcfg = {**cfg.trainer, "max_steps": v.steps, "batch_size": v.batch_size, "lr": v.lr, "warmup_steps": min(20, v.steps),
+            "weight_decay": 0.0, "precision": "fp32", "compile": False, "checkpoint_every": v.steps}
+    vq = build_vq(cfg)
+    train = training_split(cfg, "train", with_codes=False)
+    Trainer(VQObjective(vq), train, as_config(tcfg), run_dir).fit()
+    shutil.rmtree(out_dir, ignore_errors=True)
+    (out_dir / CODES_DIR).mkdir(parents=True)
+    save_file({k: t.contiguous() for k, t in vq.state_dict().items()}, out_dir / "vq.safetensors")
+    metrics = {}
+    for split in SPLITS:
+        if (path(cfg, "prepared") / split).exists():
+            codes, mse = encode_split(vq, training_split(cfg, split, with_codes=False))
+            np.save(out_dir / CODES_DIR / f"{split}.npy", codes)
+            metrics[split] = {"reconstruction_mse": mse, **usage(codes, v.codebook_size)}
+    write_metrics(cfg, "image_tokenizer", metrics)
+    print(f"image_tokenizer: test reconstruction MSE {metrics.get('test', {}).get('reconstruction_mse', float('nan')):.4f}, "
+          f"codebook used {metrics['train']['codebook_used']:.0%}")
+    return metrics
+
+
+def as_config(d: dict):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create(d)
+
+
+def write_metrics(cfg, name: str, metrics: dict) -> None:
+    out = path(cfg, "metrics") / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=1, sort_keys=True))

@@ -1,0 +1,38 @@
+"""Zero-shot cross-modal retrieval with the modality embeddings (CLS projections).
+
+Item i of the query side matches item i of the gallery; R@k is the share of queries whose
+match ranks in the top k."""
+from __future__ import annotations
+
+import torch
+
+from opt.model.encoders import Modality
+from opt.train.data import batches
+
+DIRECTIONS = {"text_to_image": (Modality.TEXT, Modality.IMAGE), "image_to_text": (Modality.IMAGE, Modality.TEXT),
+              "audio_to_image": (Modality.AUDIO, Modality.IMAGE), "text_to_audio": (Modality.TEXT, Modality.AUDIO)}
+
+
+def recall_at_k(similarity: torch.Tensor, ks=(1, 5, 10)) -> dict:
+    """similarity (Q,G) with the match of query i at gallery i -> {"R@k": share}."""
+    target = similarity.diagonal()[:, None]
+    rank = (similarity > target).sum(dim=1)  # gallery items scored above the match
+    return {f"R@{k}": float((rank < k).float().mean()) for k in ks}
+
+
+@torch.no_grad()
+def embed_split(model, dataset, device, batch_size: int = 64) -> dict:
+    """modality -> (N,D) unit embeddings of a whole split."""
+    model.eval()
+    out: dict = {m: [] for m in Modality}
+    for batch in batches(dataset, batch_size):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        encoded = model.encode(batch)
+        for m in Modality:
+            out[m].append(model.embed(encoded[m], m).cpu())
+    return {m: torch.cat(v) for m, v in out.items()}
+
+
+def zero_shot_retrieval(model, dataset, device, directions=DIRECTIONS) -> dict:
+    emb = embed_split(model, dataset, device)
+    return {name: recall_at_k(emb[q] @ emb[g].t()) for name, (q, g) in directions.items()}

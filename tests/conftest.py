@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny canonical raw dataset made by hand (no generator, no TTS)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from opt.config import load_config
+from opt.data.manifest import MANIFEST, QUARANTINE, write_jsonl
+from opt.data.media import SAMPLE_RATE, save_flac, save_png
+
+COLORS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60)}
+SPLIT_CYCLE = ["train", "train", "train", "train", "val", "test", "test_compositional"]
+
+
+def write_handmade_raw(raw_dir, n: int = 14, seed: int = 0, image_size: int = 64) -> list[dict]:
+    """Write `n` valid canonical records (one coloured square each, a tone as audio)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        name = list(COLORS)[i % len(COLORS)]
+        image = Image.new("RGB", (image_size, image_size), "white")
+        ImageDraw.Draw(image).rectangle([16, 16, 48, 48], fill=COLORS[name])
+        save_png(image, raw_dir / "images" / f"hm_{i:04d}.png")
+        seconds = 1.0 + 0.25 * (i % 4)
+        t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+        audio = 0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t) + 0.01 * rng.standard_normal(t.size)
+        save_flac(audio, raw_dir / "audio" / f"hm_{i:04d}_0.flac")
+        caption = f"In this image we can see a {name} square in the center."
+        records.append({
+            "dataset_id": "handmade", "image_id": f"hm_{i:04d}", "annotator_id": 0,
+            "caption": caption,
+            "timed_caption": [{"utterance": caption, "start_time": 0.0, "end_time": seconds}],
+            "traces": [], "voice_recording": f"audio/hm_{i:04d}_0.flac", "image": f"images/hm_{i:04d}.png",
+            "split": SPLIT_CYCLE[i % len(SPLIT_CYCLE)], "audio_seconds": seconds,
+            "objects": [{"shape": "square", "color": name, "size": "large", "position": [1, 1]}],
+            "relations": [],
+        })
+    write_jsonl(raw_dir / MANIFEST, records)
+    write_jsonl(raw_dir / QUARANTINE, [])
+    return records
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """A config whose paths.root is a fresh scratch folder, tiny sizes everywhere."""
+    return load_config([f"paths.root={tmp_path}", "data.n=24", "prepare.vocab_size=200", "prepare.shard_size=5"])
+
+
+@pytest.fixture
+def handmade_raw(tiny_cfg, tmp_path):
+    """A config plus a hand-made raw dataset under its root; returns (cfg, records)."""
+    records = write_handmade_raw(tmp_path / "data" / "raw")
+    return tiny_cfg, records

@@ -1,0 +1,79 @@
+"""Masking functions mask what they say; matching labels match OPT's five cases."""
+import pytest
+import torch
+
+from opt.model.masking import IGNORE, Draw, drop_modalities, mask_patches, mask_text, matching_cases
+
+
+def draw(seed=0):
+    return Draw(torch.Generator().manual_seed(seed))
+
+
+def test_patch_mask_hides_the_ratio_of_real_patches_only():
+    valid = torch.ones(50, 40, dtype=torch.bool)
+    valid[:, 30:] = False  # padding
+    masked = mask_patches(valid, 0.25, draw())
+    assert (masked.sum(1) == round(30 * 0.25)).all()
+    assert not masked[:, 30:].any()
+    assert masked.float().mean(0)[:30].min() > 0  # every real position gets masked sometimes
+
+
+def test_patch_mask_masks_at_least_one():
+    valid = torch.zeros(4, 10, dtype=torch.bool)
+    valid[:, :2] = True
+    assert (mask_patches(valid, 0.1, draw()).sum(1) == 1).all()
+
+
+def test_text_masking_is_bert_80_10_10_on_real_non_special_tokens():
+    b, length, vocab, special = 400, 30, 100, 7
+    tokens = torch.randint(special, vocab, (b, length))
+    tokens[:, 0] = 2  # [CLS]
+    count = torch.full((b,), 25)
+    tokens[:, 25:] = 0
+    inputs, labels = mask_text(tokens, count, 0.15, 4, vocab, special, draw())
+    chosen = labels != IGNORE
+    assert not chosen[:, 0].any() and not chosen[:, 25:].any()
+    assert torch.equal(labels[chosen], tokens[chosen])
+    assert (chosen.sum(1) == round(24 * 0.15)).all()
+    as_mask = (inputs[chosen] == 4).float().mean()
+    unchanged = (inputs[chosen] == tokens[chosen]).float().mean()
+    assert 0.75 < as_mask < 0.85 and 0.06 < unchanged < 0.14
+    assert torch.equal(inputs[~chosen], tokens[~chosen])
+    assert (inputs[chosen] >= special).logical_or(inputs[chosen] == 4).all()
+
+
+def test_modality_dropping_follows_probabilities_and_never_drops_everything():
+    present = drop_modalities(5000, {"text": 0.5, "image": 0.2, "audio": 0.0}, draw())
+    stacked = torch.stack(list(present.values()), 1)
+    assert stacked.any(1).all()
+    assert present["audio"].all()
+    assert 0.45 < 1 - present["text"].float().mean() < 0.55
+    everything_dropped = drop_modalities(100, {"text": 1.0, "image": 1.0}, draw())
+    assert (torch.stack(list(everything_dropped.values()), 1).sum(1) == 1).all()
+
+
+@pytest.mark.parametrize("b", [3, 4, 16])
+def test_matching_sources_match_the_five_cases(b):
+    for seed in range(20):
+        case, image_src, audio_src = matching_cases(b, draw(seed))
+        own = torch.arange(b)
+        image_own, audio_own = image_src == own, audio_src == own
+        assert ((case == 0) == (image_own & audio_own)).all()
+        assert ((case == 1) == (~image_own & audio_own)).all()
+        assert ((case == 2) == (image_own & ~audio_own)).all()
+        assert ((case == 3) == (~image_own & ~audio_own & (image_src == audio_src))).all()
+        assert ((case == 4) == (~image_own & ~audio_own & (image_src != audio_src))).all()
+
+
+def test_matching_draws_every_case():
+    case, _, _ = matching_cases(1000, draw())
+    assert set(case.tolist()) == {0, 1, 2, 3, 4}
+    assert set(matching_cases(1000, draw(), cases=2)[0].tolist()) == {0, 1}
+
+
+def test_sliced_draw_gives_each_process_its_rows_of_the_global_draw():
+    valid = torch.ones(8, 20, dtype=torch.bool)
+    whole = mask_patches(valid, 0.3, draw(7))
+    halves = [mask_patches(valid[:4], 0.3, Draw(torch.Generator().manual_seed(7), slice(r * 4, r * 4 + 4), 8))
+              for r in range(2)]
+    assert torch.equal(torch.cat(halves), whole)

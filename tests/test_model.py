@@ -1,0 +1,84 @@
+"""The OPT model: shapes for every subset of modalities, padding, decoders and KV cache."""
+from itertools import combinations
+
+import pytest
+import torch
+
+from model_fixtures import DIMS, random_batch, tiny_model
+from opt.model.encoders import Modality, patchify, unpatchify
+
+SUBSETS = [s for n in (1, 2, 3) for s in combinations(list(Modality), n)]
+
+
+@pytest.mark.parametrize("subset", SUBSETS, ids=lambda s: "+".join(m.value for m in s))
+def test_fused_shapes_for_every_subset_of_modalities(subset):
+    model, batch = tiny_model(), random_batch(4)
+    fused = model(batch, subset)
+    lengths = {Modality.TEXT: 1 + 12, Modality.IMAGE: 1 + (32 // 8) ** 2, Modality.AUDIO: 1 + 8}
+    assert fused.tokens.shape == (4, 1 + sum(lengths[m] for m in subset), model.cfg.dim)
+    assert set(fused.spans) == set(subset)
+    assert torch.isfinite(fused.tokens).all()
+    for m in subset:
+        assert fused.spans[m].stop - fused.spans[m].start == lengths[m]
+
+
+def test_padding_does_not_change_real_tokens():
+    """Text padding tokens and audio frames past the end must not leak into the fusion."""
+    model, batch = tiny_model().eval(), random_batch(3)
+    garbage = dict(batch)
+    garbage["tokens"] = torch.where(batch["tokens"] == 0, torch.full_like(batch["tokens"], 9), batch["tokens"])
+    mel = batch["mel"].clone()
+    frames_end = ((batch["mel_frames"] + 15) // 16) * 16
+    for i, end in enumerate(frames_end):
+        mel[i, :, end:] = 100.0
+    garbage["mel"] = mel
+    a, b = model(batch), model(garbage)
+    assert torch.allclose(a.tokens[a.valid], b.tokens[b.valid], atol=1e-5)
+
+
+def test_absent_modality_is_ignored_by_the_fusion():
+    model, batch = tiny_model().eval(), random_batch(3)
+    encoded = model.encode(batch)
+    present = {Modality.TEXT: torch.ones(3, dtype=torch.bool), Modality.IMAGE: torch.ones(3, dtype=torch.bool),
+               Modality.AUDIO: torch.zeros(3, dtype=torch.bool)}
+    with_audio_masked = model.fuse(encoded, present)
+    without_audio = model.fuse({m: e for m, e in encoded.items() if m is not Modality.AUDIO})
+    n = without_audio.tokens.shape[1]
+    assert torch.allclose(with_audio_masked.tokens[:, :n], without_audio.tokens, atol=1e-5)
+
+
+def test_patchify_round_trip():
+    images = torch.rand(2, 3, 32, 32)
+    patches = patchify(images, 8)
+    assert patches.shape == (2, 16, 3 * 64)
+    assert torch.equal(unpatchify(patches, 8, 32), images)
+    assert torch.equal(patches[0, 1].reshape(3, 8, 8), images[0, :, 0:8, 8:16])  # row-major grid
+
+
+@pytest.mark.parametrize("decoder_name,vocab", [("text_decoder", DIMS.vocab_size), ("image_decoder", DIMS.codebook_size)])
+def test_generation_with_kv_cache_equals_generation_without(decoder_name, vocab):
+    model = tiny_model(seed=3, text_decoder_layers=2, image_decoder_layers=2).eval()
+    fused = model(random_batch(3, seed=1))
+    decoder = getattr(model, decoder_name)
+    cached = decoder.generate(fused.tokens, fused.valid, use_cache=True)
+    plain = decoder.generate(fused.tokens, fused.valid, use_cache=False)
+    assert cached.shape == (3, decoder.length)
+    assert torch.equal(cached, plain)
+    assert cached.max() < vocab
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    sampled_cached = decoder.generate(fused.tokens, fused.valid, use_cache=True, temperature=1.0, generator=g1)
+    sampled_plain = decoder.generate(fused.tokens, fused.valid, use_cache=False, temperature=1.0, generator=g2)
+    assert torch.equal(sampled_cached, sampled_plain)
+
+
+def test_teacher_forcing_is_causal():
+    """Logits at position t must not depend on targets at positions >= t."""
+    model = tiny_model().eval()
+    fused = model(random_batch(2))
+    codes = torch.randint(0, DIMS.codebook_size, (2, 16))
+    changed = codes.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % DIMS.codebook_size
+    a = model.image_decoder(codes, fused.tokens, fused.valid)
+    b = model.image_decoder(changed, fused.tokens, fused.valid)
+    assert torch.allclose(a[:, :11], b[:, :11], atol=1e-5)
+    assert not torch.allclose(a[:, 11:], b[:, 11:], atol=1e-5)
