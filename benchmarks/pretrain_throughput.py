@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
 
 from flops import count_flops, peak_matmul_flops, time_call  # noqa: E402
+from opt.model.layers import Block  # noqa: E402
 from opt.model.config import ModelConfig, ObjectivesConfig, TrainerConfig  # noqa: E402
 from opt.model.opt import OPT, Dims, count_parameters  # noqa: E402
 from opt.model.pretrain import SpecialTokens, pretext_losses  # noqa: E402
@@ -77,14 +78,34 @@ def synthetic_batch(b: int, device: torch.device, min_frames: int, seed: int = 0
 
 
 def build_trainer(size: str, precision: str, batch: dict, device: torch.device, run_dir: Path,
-                  compile: bool = False) -> Trainer:
+                  compile: bool = False, fused_adamw: bool = False) -> Trainer:
     b = batch["tokens"].shape[0]
     model = OPT(model_config(size), DIMS)
     objective = PretrainObjective(model, ObjectivesConfig(), SpecialTokens(pad=0, mask=4, count=7))
     tcfg = TrainerConfig(batch_size=b, precision=precision, device=str(device), max_steps=10**6, compile=compile)
     trainer = Trainer(objective, range(b), tcfg, run_dir)
     trainer.next_batch = lambda: batch  # the same batch every step: no data loading in the timing
+    if fused_adamw:  # experiment: one fused kernel per parameter group instead of torch's default AdamW
+        groups = [{k: v for k, v in g.items() if k not in ("foreach", "fused")} for g in trainer.optimizer.param_groups]
+        trainer.optimizer = torch.optim.AdamW(groups, lr=tcfg.lr, fused=True)
+        trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, trainer.scheduler.lr_lambdas[0])
     return trainer
+
+
+def compile_blocks(model: nn.Module) -> None:
+    """Experiment: torch.compile every Transformer block in place (static shapes: one graph per length)."""
+    for module in model.modules():
+        if isinstance(module, Block):
+            module.compile(dynamic=False)
+
+
+def eager_step(trainer: Trainer) -> None:
+    """One train step through the uncompiled objective (FlopCounterMode cannot see into compiled code)."""
+    module, trainer.module = trainer.module, trainer.objective
+    try:
+        trainer.train_step()
+    finally:
+        trainer.module = module
 
 
 def profile_table(trainer: Trainer, device: torch.device, steps: int = 2, rows: int = 30) -> str:
@@ -101,12 +122,14 @@ def profile_table(trainer: Trainer, device: torch.device, steps: int = 2, rows: 
 def measure(size: str, precision: str, batch: dict, device: torch.device, args, flops: int | None) -> dict:
     """Warm up, count FLOPs (if not yet known for this size), then time `args.steps` train steps."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = build_trainer(size, precision, batch, device, Path(tmp), args.compile)
-        for _ in range(args.warmup):
-            trainer.train_step()
+        trainer = build_trainer(size, precision, batch, device, Path(tmp), args.compile, args.fused_adamw)
         per_op = None
         if flops is None:
-            flops, per_op = count_flops(trainer.train_step)
+            flops, per_op = count_flops(lambda: eager_step(trainer))
+        if args.compile_blocks:
+            compile_blocks(trainer.objective.model)
+        for _ in range(args.warmup):
+            trainer.train_step()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         times = [time_call(trainer.train_step, device) for _ in range(args.steps)]
@@ -140,10 +163,10 @@ def markdown(results: list[dict], peak: dict, device: torch.device) -> str:
                      f"{r['samples_per_s']:.1f} | {r['step_s_median'] * 1e3:.0f} / {r['step_s_best'] * 1e3:.0f} | "
                      f"{r['flops_per_step'] / scale:.3g} | {r['achieved_flops'] / scale:.3g} | {p / scale:.3g} | "
                      f"{r['achieved_flops'] / p:.1%} | {r['achieved_flops_best'] / p:.1%} |")
-    for size in dict.fromkeys(r["size"] for r in results):
-        speed = {r["precision"]: r["samples_per_s"] for r in results if r["size"] == size}
+    for size, b in dict.fromkeys((r["size"], r["batch"]) for r in results):
+        speed = {r["precision"]: r["samples_per_s"] for r in results if (r["size"], r["batch"]) == (size, b)}
         if {"fp32", "bf16"} <= speed.keys():
-            lines.append(f"\n`{size}`: bf16 autocast / fp32 speed = **{speed['bf16'] / speed['fp32']:.2f}x**")
+            lines.append(f"\n`{size}` batch {b}: bf16 autocast / fp32 speed = **{speed['bf16'] / speed['fp32']:.2f}x**")
     return "\n".join(lines)
 
 
@@ -151,7 +174,8 @@ def describe(device: torch.device, args) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return {"device": str(device), "device_name": name, "torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "loadavg_start": os.getloadavg(), "batch": args.batch,
-            "steps": args.steps, "warmup": args.warmup, "min_frames": args.min_frames, "compile": args.compile}
+            "steps": args.steps, "warmup": args.warmup, "min_frames": args.min_frames, "compile": args.compile,
+            "fused_adamw": args.fused_adamw, "compile_blocks": args.compile_blocks}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -159,13 +183,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", help="cpu | cuda | auto (cuda when present)")
     ap.add_argument("--sizes", default=None, help="comma list (default: tiny,small on CPU; base on CUDA)")
     ap.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16")
-    ap.add_argument("--batch", type=int, default=None, help="samples per step (default 32 on CPU, 128 on CUDA)")
+    ap.add_argument("--batch", default=None, help="samples per step, or a comma list (default 32 on CPU, 128 on CUDA)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per config (default 6 CPU, 20 CUDA)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--peak-size", type=int, default=None, help="n of the n^3 peak matmul (default 2048 CPU, 8192 CUDA)")
     ap.add_argument("--min-frames", type=int, default=300, help="shortest synthetic clip in mel frames (of 1200)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the step's module (trainer.compile=true)")
+    ap.add_argument("--compile-blocks", action="store_true", help="experiment: torch.compile every Transformer Block")
+    ap.add_argument("--fused-adamw", action="store_true", help="experiment: AdamW(fused=True) instead of the trainer's")
     ap.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of each config to stderr")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
     args = ap.parse_args(argv)
@@ -174,7 +200,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     gpu = args.device.type == "cuda"
     args.sizes = (args.sizes or ("base" if gpu else "tiny,small")).split(",")
     args.precisions = args.precisions.split(",")
-    args.batch = args.batch or (128 if gpu else 32)
+    args.batch = [int(b) for b in (args.batch or ("128" if gpu else "32")).split(",")]
     args.steps = args.steps or (20 if gpu else 6)
     args.peak_size = args.peak_size or (8192 if gpu else 2048)
     return args
@@ -187,14 +213,18 @@ def main(argv=None) -> dict:
     device = args.device
     info = describe(device, args)
     peak = peaks(device, args.precisions, args.peak_size)
-    batch = synthetic_batch(args.batch, device, args.min_frames)
     results = []
-    for size in args.sizes:
-        flops = None
-        for precision in args.precisions:
-            results.append(measure(size, precision, batch, device, args, flops))
-            flops = results[-1]["flops_per_step"]
-            print(f"{size} {precision}: {results[-1]['samples_per_s']:.1f} samples/s", file=sys.stderr, flush=True)
+    for b in args.batch:
+        batch = synthetic_batch(b, device, args.min_frames)
+        for size in args.sizes:
+            flops = None  # counted once per size and batch
+            for precision in args.precisions:
+                results.append(measure(size, precision, batch, device, args, flops))
+                flops = results[-1]["flops_per_step"]
+                print(f"{size} {precision} batch {b}: {results[-1]['samples_per_s']:.1f} samples/s", file=sys.stderr, flush=True)
+        del batch
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     again = peaks(device, args.precisions, args.peak_size)  # the best of before and after the runs
     peak = {p: max(peak[p], again[p]) for p in peak}
     info["loadavg_end"] = os.getloadavg()

@@ -52,3 +52,15 @@ def handmade_raw(tiny_cfg, tmp_path):
     """A config plus a hand-made raw dataset under its root; returns (cfg, records)."""
     records = write_handmade_raw(tmp_path / "data" / "raw")
     return tiny_cfg, records
+
+
+@pytest.fixture(scope="session")
+def prepared_synth(tmp_path_factory):
+    """Built-in data, ingested and prepared once per test session: (root, overrides)."""
+    from opt.stages import run_stage
+
+    root = tmp_path_factory.mktemp("synth")
+    overrides = [f"paths.root={root}", "data.n=60", "data.seed=5", "prepare.vocab_size=300", "model=tiny"]
+    run_stage("ingest", overrides)
+    run_stage("prepare", overrides)
+    return root, overrides

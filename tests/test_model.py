@@ -82,3 +82,18 @@ def test_teacher_forcing_is_causal():
     b = model.image_decoder(changed, fused.tokens, fused.valid)
     assert torch.allclose(a[:, :11], b[:, :11], atol=1e-5)
     assert not torch.allclose(a[:, 11:], b[:, 11:], atol=1e-5)
+
+
+def test_trimming_shared_padding_changes_no_real_token():
+    from opt.model.encoders import trim_to_content
+
+    model, batch = tiny_model().eval(), random_batch(3)
+    batch["token_count"] = torch.tensor([5, 7, 6])
+    batch["mel_frames"] = torch.tensor([30, 50, 40])
+    trimmed = trim_to_content(batch, model.cfg.audio_patch_frames, model.cfg.max_audio_patches)
+    assert trimmed["tokens"].shape[1] == 7 and trimmed["mel"].shape[2] == 64  # 4 patches of 16 frames
+    full, short = model(batch), model(trimmed)
+    for m in short.spans:
+        a = full.tokens[:, full.spans[m]][full.valid[:, full.spans[m]]]
+        b = short.tokens[:, short.spans[m]][short.valid[:, short.spans[m]]]
+        assert torch.allclose(a, b, atol=1e-5)

@@ -69,7 +69,7 @@ def test_each_objective_falls_when_a_tiny_batch_is_repeated():
         optimizer.zero_grad()
         losses["loss"].backward()
         optimizer.step()
-        values = {k: float(v) for k, v in losses.items()}
+        values = {k: float(v.detach()) for k, v in losses.items()}
         first = first or values
         last = values
     for name in ALL_LOSSES:

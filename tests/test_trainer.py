@@ -90,3 +90,10 @@ def test_warmup_then_cosine_schedule():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
     assert factors[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_bf16_autocast_step_runs_and_keeps_fp32_weights(tmp_path):
+    trainer = Trainer(objective(), in_memory_dataset(), trainer_config(max_steps=2, precision="bf16"), tmp_path)
+    result = trainer.fit()
+    assert result["step"] == 2 and torch.isfinite(torch.tensor(result["final"]["loss"]))
+    assert all(p.dtype == torch.float32 for p in trainer.objective.parameters())

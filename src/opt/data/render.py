@@ -84,12 +84,12 @@ def _stamp_luminance(path: str, side: int) -> Image.Image:
 
 
 def paste_stamp(image: Image.Image, obj: SceneObject, path: Path) -> None:
-    """Paste a stamp tinted in the object's colour (dark shades to light tints of it)."""
+    """Paste a stamp tinted in the object's colour (its shades map to shades of that colour)."""
     x0, y0, x1, y1 = obj.bbox
     luminance, alpha = _stamp_luminance(str(path), x1 - x0).split()
     color = COLORS[obj.color]
-    dark = tuple(int(c * 0.45) for c in color)
-    light = tuple(int(c + (255 - c) * 0.35) for c in color)
+    dark = tuple(int(c * 0.6) for c in color)
+    light = tuple(int(c + (255 - c) * 0.3) for c in color)
     tinted = ImageOps.colorize(luminance, black=dark, white=light)
     image.paste(tinted, (x0, y0), alpha)
 

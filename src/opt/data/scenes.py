@@ -1,13 +1,14 @@
 """Scenes of the built-in data: 1-3 coloured objects on a 3x3 grid, their relations and splits.
 
-Splits are planned for the whole dataset before any scene is drawn, so each scene is a pure
-function of (seed, index) and the plan:
+Splits are planned before any scene is drawn, so each scene is a pure function of (seed,
+index) and the plan, whose first i entries do not depend on `n`:
 - `heldout` colour-shape pairs (chosen from the seed) occur only in `test_compositional` scenes,
   and every such scene holds at least one of them;
 - the k-th train scene is anchored on the k-th pair of a seeded order of all other pairs, and
   val/test (and the non-held-out objects of compositional scenes) draw only from the anchors of
   train scenes that came before them, so every pair they show also occurs in train.
-Split membership follows a golden-ratio (Weyl) sequence: even 60 scenes hit every split.
+Split membership follows a seeded golden-ratio (Weyl) sequence, so the fractions hold closely
+and even 20 scenes hit every split.
 """
 from __future__ import annotations
 
@@ -138,13 +139,19 @@ def scene_pairs(rng: np.random.Generator, plan: ScenePlan, pairs: PairPlan, k: i
     return chosen
 
 
+def cell_edges(image_size: int) -> list[int]:
+    """Pixel edges of the grid's rows and columns: [0, 21, 43, 64] for 64 pixels."""
+    return [round(k * image_size / GRID) for k in range(GRID + 1)]
+
+
 def object_bbox(rng: np.random.Generator, cell: tuple[int, int], size: str, image_size: int) -> tuple:
     """A square box of the size's side, placed at random inside its grid cell."""
-    cell_side = image_size / GRID
-    side = max(3, int(round(SIZE_FRACTION[size] * cell_side)))
-    slack = max(0.0, cell_side - side)
-    x0 = int(cell[1] * cell_side + rng.uniform(0, slack))
-    y0 = int(cell[0] * cell_side + rng.uniform(0, slack))
+    edges = cell_edges(image_size)
+    cell_side = min(b - a for a, b in zip(edges, edges[1:]))
+    side = max(3, round(SIZE_FRACTION[size] * cell_side))
+    (row, col) = cell
+    x0 = edges[col] + int(rng.integers(0, edges[col + 1] - edges[col] - side + 1))
+    y0 = edges[row] + int(rng.integers(0, edges[row + 1] - edges[row] - side + 1))
     return (x0, y0, x0 + side, y0 + side)
 
 

@@ -5,16 +5,18 @@ int16 samples and its events (WORD events carry word start times) to our callbac
 
 eSpeak keeps synthesis state in C statics (pitch flutter phase, gain control, echo buffer,
 libc `rand()` for breath noise), so the same text spoken twice gives different samples.
-`reset()` reloads the library (`dlclose` + `dlopen` gives fresh statics, ~0.3-1.5 ms, plus
-~2.5 ms the first time each non-default voice loads), so what a fresh engine says is a pure
-function of (texts in order, voices, rates, pitches, seeds). `speak(..., fresh=True)` resets
-before speaking; the generator resets once per fixed block of scenes instead, which is as
-deterministic and cheaper. Voice names are resolved once per process to voice-file
-identifiers ("en-us+f3" -> "gmw/en-US+f3"), which load without scanning every voice file.
+`reset()` reloads the library (`dlclose` + `dlopen` of a private copy gives fresh statics,
+~0.3-1.5 ms, plus ~2.5 ms the first time each non-default voice loads), so what a fresh
+engine says is a pure function of (texts in order, voices, rates, pitches, seeds).
+`speak(..., fresh=True)` resets before speaking; the generator resets once per fixed block
+of scenes instead, which is as deterministic and cheaper. Voice names are resolved once per
+process to voice-file identifiers ("en-us+f3" -> "gmw/en-US+f3"), which load without
+scanning every voice file.
 """
 from __future__ import annotations
 
 import ctypes
+import re
 import threading
 from dataclasses import dataclass
 from typing import Sequence
@@ -60,11 +62,12 @@ _CALLBACK_TYPE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), 
 
 @dataclass
 class Utterance:
-    """Speech of one text: `samples` int16 (T,) at `sample_rate`; `words` (word, start_s) in order."""
+    """Speech of one text: `samples` int16 (T,) at `sample_rate`; `word_starts` from WORD events
+    as (0-based character offset of the word in the text, start seconds), in order."""
 
     samples: np.ndarray
     sample_rate: int
-    words: list[tuple[str, float]]
+    word_starts: list[tuple[int, float]]
 
     @property
     def seconds(self) -> float:
@@ -77,7 +80,7 @@ class _Engine:
     def __init__(self) -> None:
         import espeakng_loader
 
-        self.library_path = espeakng_loader.get_library_path()
+        self.library_path = _private_copy(espeakng_loader.get_library_path())
         self.data_path = espeakng_loader.get_data_path().encode()
         self.lib: ctypes.CDLL | None = None
         self.sample_rate = 0
@@ -147,16 +150,8 @@ class _Engine:
         if code != EE_OK:
             raise EspeakError(f"espeak_Synth returned {code}")
         samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-        return Utterance(samples, self.sample_rate, self._words_of(text))
-
-    def _words_of(self, text: str) -> list[tuple[str, float]]:
-        """WORD events -> (word text, start seconds); text positions are 1-based characters."""
-        words = []
-        for position, length, audio_ms in self._word_events:
-            word = text[position - 1 : position - 1 + length].strip(" ,.;:!?")
-            if word:
-                words.append((word, audio_ms / 1000.0))
-        return words
+        starts = [(position - 1, audio_ms / 1000.0) for position, _, audio_ms in self._word_events]
+        return Utterance(samples, self.sample_rate, starts)
 
 
 def _declare_signatures(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -172,6 +167,19 @@ def _declare_signatures(lib: ctypes.CDLL) -> ctypes.CDLL:
     if hasattr(lib, "espeak_ng_SetRandSeed"):
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     return lib
+
+
+def _private_copy(library: str) -> str:
+    """A copy of the library that only this engine loads, so `dlclose` really unloads it
+    even when other code in the process holds the original. Removed when the process
+    exits (multiprocessing's finalizers also run in worker processes, unlike atexit)."""
+    import shutil
+    import tempfile
+    from multiprocessing.util import Finalize
+
+    folder = tempfile.mkdtemp(prefix="opt-espeak-")
+    Finalize(None, shutil.rmtree, args=(folder, True), exitpriority=0)
+    return shutil.copy(library, folder)
 
 
 def _load_libc() -> ctypes.CDLL | None:
@@ -194,8 +202,8 @@ def _get_engine() -> _Engine:
     return _engine
 
 
-def reset(voices: Sequence[str] = ()) -> None:
-    """Give this process a fresh engine (every C static as after loading).
+def reset(voices: Sequence[str] = ()) -> int:
+    """Give this process a fresh engine (every C static as after loading); its sample rate.
 
     `voices` are resolved (and validated) first: a block of `speak(..., fresh=False)` calls
     may only use voices resolved before its reset, as resolving changes the engine's state.
@@ -205,6 +213,7 @@ def reset(voices: Sequence[str] = ()) -> None:
         for voice in voices:
             engine.voice_id(voice)
         engine.load()
+        return engine.sample_rate
 
 
 def speak(text: str, voice: str = "en", rate: int = 175, pitch: int = 50, seed: int = 0,
@@ -226,19 +235,24 @@ def speak(text: str, voice: str = "en", rate: int = 175, pitch: int = 50, seed: 
         return engine.synthesize(text)
 
 
-def word_timings(utterance: Utterance, fallback_text: str, duration: float | None = None) -> list[dict]:
-    """Localized Narratives `timed_caption`: a word ends where the next begins (the last at the end).
+def word_timings(utterance: Utterance, text: str, duration: float | None = None) -> list[dict]:
+    """Localized Narratives `timed_caption`, one entry per word of `text`.
 
-    Times are seconds rounded to ms, clipped to `duration` (default: the utterance's length).
-    Without WORD events, one entry spans the whole utterance.
+    A word starts at its WORD event; words eSpeak spoke as one ("of the") or without an event
+    get a start interpolated by character offset. A word ends where the next begins, the last
+    at `duration` (default: the utterance's length). Seconds, rounded to ms, monotone.
+    Without any WORD event, one entry spans the whole text.
     """
     end = round(utterance.seconds if duration is None else duration, 3)
-    if not utterance.words:
-        return [{"utterance": fallback_text, "start_time": 0.0, "end_time": end}]
-    starts = [min(round(start, 3), end) for _, start in utterance.words]
-    starts = [float(s) for s in np.maximum.accumulate(starts)]  # monotone even if the engine jitters
-    ends = starts[1:] + [end]
-    return [
-        {"utterance": word, "start_time": s, "end_time": e}
-        for (word, _), s, e in zip(utterance.words, starts, ends)
-    ]
+    tokens = [(m.start(), m.group().strip(",.;:!?")) for m in re.finditer(r"\S+", text)]
+    tokens = [(offset, word) for offset, word in tokens if word]
+    known = dict(utterance.word_starts)
+    anchors = [(offset, known[offset]) for offset, _ in tokens if offset in known]
+    if not anchors:
+        return [{"utterance": text, "start_time": 0.0, "end_time": end}]
+    offsets = [offset for offset, _ in tokens]
+    starts = np.interp(offsets, [o for o, _ in anchors], [s for _, s in anchors])
+    starts = np.minimum(np.maximum.accumulate(np.round(starts, 3)), end)
+    ends = list(starts[1:]) + [end]
+    return [{"utterance": word, "start_time": float(s), "end_time": float(e)}
+            for (_, word), s, e in zip(tokens, starts, ends)]

@@ -43,13 +43,26 @@ def unpatchify(patches: Tensor, p: int, size: int) -> Tensor:
 
 
 def mel_patches(mel: Tensor, frames: Tensor, pf: int, max_patches: int) -> tuple[Tensor, Tensor]:
-    """(B,M,F) log-mel, (B,) true frame counts -> patches (B,P,M*pf), valid (B,P) bool."""
+    """(B,M,F) log-mel, (B,) true frame counts -> patches (B,P,M*pf), valid (B,P) bool, where
+    P = ceil(F / pf) up to max_patches (trim F to the batch's longest clip to save compute)."""
     b, m, f = mel.shape
-    total = pf * max_patches
-    mel = nn.functional.pad(mel, (0, max(0, total - f)))[:, :, :total]
-    patches = mel.reshape(b, m, max_patches, pf).permute(0, 2, 1, 3).reshape(b, max_patches, m * pf)
-    count = torch.clamp((frames + pf - 1) // pf, 1, max_patches)  # at least one patch
-    return patches, torch.arange(max_patches, device=mel.device)[None, :] < count[:, None]
+    n = min(max_patches, -(-f // pf))
+    mel = nn.functional.pad(mel, (0, max(0, n * pf - f)))[:, :, : n * pf]
+    patches = mel.reshape(b, m, n, pf).permute(0, 2, 1, 3).reshape(b, n, m * pf)
+    count = torch.clamp((frames + pf - 1) // pf, 1, n)  # at least one patch
+    return patches, torch.arange(n, device=mel.device)[None, :] < count[:, None]
+
+
+def trim_to_content(batch: dict, pf: int, max_patches: int) -> dict:
+    """Drop the padding every sample shares: text past the longest caption, mel frames past
+    the longest clip's last patch. Results do not change (padding is masked), compute shrinks."""
+    out = dict(batch)
+    if "tokens" in batch:
+        out["tokens"] = batch["tokens"][:, : int(batch["token_count"].max())]
+    if "mel" in batch:
+        patches = min(max_patches, -(-int(batch["mel_frames"].max()) // pf))
+        out["mel"] = batch["mel"][:, :, : patches * pf]
+    return out
 
 
 class Tower(nn.Module):

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from opt.model import masking
 from opt.model import objectives as obj
-from opt.model.encoders import Encoded, Modality, mel_patches
+from opt.model.encoders import Encoded, Modality, mel_patches, trim_to_content
 from opt.model.masking import IGNORE
 
 TEXT, IMAGE, AUDIO = Modality.TEXT, Modality.IMAGE, Modality.AUDIO
@@ -46,7 +46,12 @@ def mask_batch(model, batch: dict, o, special: SpecialTokens, g: masking.Draw) -
         _, audio_valid = mel_patches(batch["mel"], batch["mel_frames"], model.cfg.audio_patch_frames,
                                      model.cfg.max_audio_patches)
         masks[AUDIO] = masking.mask_patches(audio_valid, o.audio_mask_ratio, g)
-    return {**batch, "tokens": tokens}, masks, labels
+    pf, max_patches = model.cfg.audio_patch_frames, model.cfg.max_audio_patches
+    trimmed = trim_to_content({**batch, "tokens": tokens}, pf, max_patches)
+    length = trimmed["tokens"].shape[1]
+    if AUDIO in masks:
+        masks[AUDIO] = masks[AUDIO][:, : trimmed["mel"].shape[2] // pf]
+    return trimmed, masks, labels[:, :length]
 
 
 def token_level(model, fused, batch, masks, labels, present, o) -> dict:
@@ -103,6 +108,7 @@ def pretext_losses(model, batch: dict, o, special: SpecialTokens, g: masking.Dra
     """Every active pretext loss and their weighted sum under `loss`."""
     b, device = batch["tokens"].shape[0], batch["tokens"].device
     masked_batch, masks, labels = mask_batch(model, batch, o, special, g)
+    batch = {**trim_to_content(batch, model.cfg.audio_patch_frames, model.cfg.max_audio_patches)}
     modalities = modalities_of(o)
     encoded = model.encode(masked_batch, modalities, masks)
     drop = {TEXT: o.drop_text, IMAGE: o.drop_image, AUDIO: o.drop_audio}

@@ -14,19 +14,31 @@ from torch import Tensor, nn
 
 class EMACodebook(nn.Module):
     """Nearest-neighbour quantiser whose codebook follows an exponential moving average of the
-    vectors assigned to each code (no codebook gradient); dead codes restart from batch vectors."""
+    vectors assigned to each code (no codebook gradient). The codebook starts from encoder
+    outputs of the first batch, and a code whose EMA usage falls under `dead_below`
+    assignments per batch restarts on a random encoder output (as in Jukebox), so the
+    codebook stays in use even when most patches are plain background."""
 
-    def __init__(self, size: int, dim: int, decay: float = 0.99, eps: float = 1e-5):
+    def __init__(self, size: int, dim: int, decay: float = 0.99, eps: float = 1e-5, dead_below: float = 1.0):
         super().__init__()
-        self.decay, self.eps = decay, eps
+        self.decay, self.eps, self.dead_below = decay, eps, dead_below
         self.register_buffer("codebook", torch.randn(size, dim) * 0.1)
-        self.register_buffer("cluster_size", torch.ones(size))
-        self.register_buffer("embed_sum", self.codebook.clone())
+        self.register_buffer("cluster_size", torch.zeros(size))
+        self.register_buffer("embed_sum", torch.zeros(size, dim))
+        self.register_buffer("initialised", torch.tensor(False))
 
     def indices(self, z: Tensor) -> Tensor:
         """(N,C) -> (N,) index of the nearest code."""
         distance = z.pow(2).sum(1, keepdim=True) - 2 * z @ self.codebook.t() + self.codebook.pow(2).sum(1)[None]
         return distance.argmin(dim=1)
+
+    @torch.no_grad()
+    def initialise(self, z: Tensor) -> None:
+        pick = torch.randint(0, z.shape[0], (self.codebook.shape[0],), device=z.device)
+        self.codebook.copy_(z[pick])
+        self.embed_sum.copy_(z[pick])
+        self.cluster_size.fill_(1.0)
+        self.initialised.fill_(True)
 
     @torch.no_grad()
     def update(self, z: Tensor, index: Tensor) -> None:
@@ -36,8 +48,8 @@ class EMACodebook(nn.Module):
         n = self.cluster_size.sum()
         size = (self.cluster_size + self.eps) / (n + self.codebook.shape[0] * self.eps) * n
         self.codebook.copy_(self.embed_sum / size[:, None])
-        dead = self.cluster_size < 1e-3
-        if dead.any():  # restart unused codes on random encoder outputs
+        dead = self.cluster_size < self.dead_below
+        if dead.any():  # restart rarely used codes on random encoder outputs
             pick = torch.randint(0, z.shape[0], (int(dead.sum()),), device=z.device)
             self.codebook[dead] = z[pick]
             self.embed_sum[dead] = z[pick]
@@ -45,6 +57,8 @@ class EMACodebook(nn.Module):
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """(N,C) -> quantised (N,C) with straight-through gradient, indices (N,)."""
+        if self.training and not bool(self.initialised):
+            self.initialise(z.detach())
         index = self.indices(z)
         if self.training:
             self.update(z.detach(), index)

@@ -14,7 +14,7 @@ from opt.config import path
 from opt.data.manifest import SPLITS
 from opt.model.vq import VQVAE
 from opt.train.data import CODES_DIR, batches, image_tokenizer_dir, training_split
-from opt.train.trainer import Trainer
+from opt.train.trainer import Trainer, fingerprint
 
 
 class VQObjective(nn.Module):
@@ -57,11 +57,13 @@ def image_tokenizer(cfg) -> dict:
     out_dir = image_tokenizer_dir(cfg)
     run_dir = path(cfg, "checkpoints") / "image_tokenizer"
     v = cfg.image_tokenizer
-    tcfg = {**cfg.trainer, "max_steps": v.steps, "batch_size": v.batch_size, "lr": v.lr, "warmup_steps": min(20, v.steps),
-            "weight_decay": 0.0, "precision": "fp32", "compile": False, "checkpoint_every": v.steps}
-    vq = build_vq(cfg)
     train = training_split(cfg, "train", with_codes=False)
-    Trainer(VQObjective(vq), train, as_config(tcfg), run_dir).fit()
+    batch_size = min(v.batch_size, len(train))  # a small dataset still trains
+    tcfg = {**cfg.trainer, "max_steps": v.steps, "batch_size": batch_size, "lr": v.lr, "warmup_steps": min(20, v.steps),
+            "weight_decay": 0.0, "precision": "fp32", "compile": False, "checkpoint_every": v.steps, "grad_accum": 1}
+    vq = build_vq(cfg)
+    tcfg = as_config(tcfg)
+    Trainer(VQObjective(vq), train, tcfg, run_dir, fingerprint=fingerprint(cfg, ("image_tokenizer", "prepare", "data"), tcfg)).fit()
     shutil.rmtree(out_dir, ignore_errors=True)
     (out_dir / CODES_DIR).mkdir(parents=True)
     save_file({k: t.contiguous() for k, t in vq.state_dict().items()}, out_dir / "vq.safetensors")

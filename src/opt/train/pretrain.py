@@ -7,8 +7,8 @@ zero-shot text->image retrieval on the test split) to metrics/pretrain.json.
 """
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import shutil
 
 from omegaconf import OmegaConf
@@ -22,10 +22,10 @@ from opt.model.masking import Draw
 from opt.model.opt import OPT, Dims
 from opt.model.pretrain import SpecialTokens, pretext_losses
 from opt.train.checkpoint import load_weights
-from opt.train.data import training_split
-from opt.train.image_tokenizer import write_metrics
+from opt.train.data import CODES_DIR, image_tokenizer_dir, training_split
+from opt.train.image_tokenizer import image_tokenizer, write_metrics
 from opt.train.retrieval import zero_shot_retrieval
-from opt.train.trainer import Trainer
+from opt.train.trainer import Trainer, fingerprint
 
 
 class PretrainObjective(nn.Module):
@@ -52,13 +52,6 @@ def build_model(cfg) -> OPT:
     return model
 
 
-def fingerprint(cfg) -> str:
-    keys = ("model", "objectives", "image_tokenizer", "prepare", "data")
-    trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if k not in ("resume", "checkpoint_every", "log_every", "threads")}
-    blob = json.dumps({**{k: OmegaConf.to_container(cfg[k]) for k in keys}, "trainer": trainer}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def save_model(cfg, model: OPT, name: str) -> None:
     """models/<name>/model.safetensors plus config.json (model config and dims) for reloading."""
     out = path(cfg, "models") / name
@@ -68,12 +61,22 @@ def save_model(cfg, model: OPT, name: str) -> None:
     (out / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
 
 
+def ensure_image_tokenizer(cfg) -> None:
+    """Pre-training needs VQ codes (MVM targets, image decoder); train the tokenizer if absent."""
+    if not (image_tokenizer_dir(cfg) / CODES_DIR / "train.npy").exists():
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise FileNotFoundError("no image tokenizer: run `opt image_tokenizer` once before a torchrun pre-training")
+        print("pretrain: no image tokenizer yet, training it first (as `opt image_tokenizer`)")
+        image_tokenizer(cfg)
+
+
 def pretrain(cfg, stop_at: int | None = None) -> dict:
+    ensure_image_tokenizer(cfg)
     model = build_model(cfg)
     special = SpecialTokens(pad=0, mask=SPECIAL_TOKENS.index("[MASK]"), count=len(SPECIAL_TOKENS))
     run_dir = path(cfg, "checkpoints") / "pretrain"
     trainer = Trainer(PretrainObjective(model, cfg.objectives, special), training_split(cfg, "train"), cfg.trainer,
-                      run_dir, fingerprint=fingerprint(cfg))
+                      run_dir, fingerprint=fingerprint(cfg, ("model", "objectives", "image_tokenizer", "prepare", "data"), cfg.trainer))
     result = trainer.fit(stop_at=stop_at)
     if not trainer.world.main or trainer.step < cfg.trainer.max_steps:
         return result

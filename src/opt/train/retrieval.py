@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from opt.model.encoders import Modality
+from opt.model.encoders import Modality, trim_to_content
 from opt.train.data import batches
 
 DIRECTIONS = {"text_to_image": (Modality.TEXT, Modality.IMAGE), "image_to_text": (Modality.IMAGE, Modality.TEXT),
@@ -26,7 +26,8 @@ def embed_split(model, dataset, device, batch_size: int = 64) -> dict:
     model.eval()
     out: dict = {m: [] for m in Modality}
     for batch in batches(dataset, batch_size):
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = trim_to_content({k: v.to(device) for k, v in batch.items()}, model.cfg.audio_patch_frames,
+                                model.cfg.max_audio_patches)
         encoded = model.encode(batch)
         for m in Modality:
             out[m].append(model.embed(encoded[m], m).cpu())

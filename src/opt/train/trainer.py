@@ -9,10 +9,11 @@ Per-step losses go to `<run_dir>/losses.csv`, the summary to `<run_dir>/metrics.
 from __future__ import annotations
 
 import csv
-from contextlib import nullcontext
+import hashlib
 import json
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -35,6 +36,17 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.o
     decay = [p for p in params if p.dim() >= 2]
     rest = [p for p in params if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=lr)
+
+
+def fingerprint(cfg, groups: tuple, trainer_cfg) -> str:
+    """Hash of what a run trains (config groups and the trainer settings that change the
+    result); a checkpoint is resumed only by a run with the same fingerprint."""
+    from omegaconf import OmegaConf
+
+    ignore = ("resume", "checkpoint_every", "log_every", "threads", "num_workers")
+    trainer = {k: v for k, v in OmegaConf.to_container(OmegaConf.create(dict(trainer_cfg))).items() if k not in ignore}
+    blob = json.dumps({**{g: OmegaConf.to_container(cfg[g]) for g in groups}, "trainer": trainer}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

@@ -1,0 +1,52 @@
+"""`opt pretrain` (training the image tokenizer on demand) on the built-in data, as a user runs it."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from opt.config import load_config
+from opt.train.data import training_split
+from opt.train.pretrain import build_model
+
+
+def opt(*args):
+    return subprocess.run([sys.executable, "-m", "opt.cli", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def pretrained(prepared_synth):
+    root, overrides = prepared_synth
+    out = opt("pretrain", *overrides, "trainer.max_steps=20", "trainer.batch_size=8", "trainer.checkpoint_every=10",
+              "image_tokenizer.steps=150", "image_tokenizer.batch_size=16")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return root, overrides, out
+
+
+def test_pretrain_tiny_writes_a_safetensors_checkpoint(pretrained):
+    root, overrides, out = pretrained
+    assert "training it first" in out.stdout  # the image tokenizer was trained on demand
+    checkpoints = sorted((root / "checkpoints" / "pretrain").glob("step-*"))
+    assert [c.name for c in checkpoints] == ["step-000010", "step-000020"]
+    weights = load_file(str(root / "models" / "pretrain" / "model.safetensors"))
+    build_model(load_config(overrides)).load_state_dict(weights)  # loads into a fresh model of that config
+    metrics = json.loads((root / "metrics" / "pretrain.json").read_text())
+    assert metrics["step"] == 20
+    assert 0.0 <= metrics["zero_shot"]["text_to_image"]["R@1"] <= 1.0
+    losses = (root / "metrics" / "pretrain_losses.csv").read_text().splitlines()
+    assert len(losses) == 21 and "mlm_loss" in losses[0]
+
+
+def test_image_tokenizer_reconstructs_better_than_a_constant(pretrained):
+    root, overrides, _ = pretrained
+    metrics = json.loads((root / "metrics" / "image_tokenizer.json").read_text())
+    cfg = load_config(overrides)
+    train, test = training_split(cfg, "train", with_codes=False), training_split(cfg, "test", with_codes=True)
+    mean_train_image = torch.stack([train[i]["image"] for i in range(len(train))]).mean(dim=0)
+    images = torch.stack([test[i]["image"] for i in range(len(test))])
+    constant_mse = float(((images - mean_train_image) ** 2).mean())
+    assert metrics["test"]["reconstruction_mse"] < constant_mse
+    assert 0.0 < metrics["train"]["codebook_used"] <= 1.0
+    assert test[0]["codes"].shape == ((64 // 8) ** 2,)
