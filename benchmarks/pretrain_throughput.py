@@ -7,11 +7,12 @@ synthetic batch so that data loading is not measured. FLOPs per step are counted
 with FlopCounterMode (forward + backward; attention included, see benchmarks/flops.py).
 MFU = (FLOPs per step / median step time) / peak torch.matmul FLOP/s of the same dtype.
 
-    python benchmarks/pretrain_throughput.py                      # CPU: tiny and small (~2-3 min)
-    python benchmarks/pretrain_throughput.py --device cuda        # GPU: base (auto when CUDA is present)
-    python benchmarks/pretrain_throughput.py --sizes small --batch 64 --steps 10 --json out.json
+    python benchmarks/pretrain_throughput.py                      # CPU: tiny and small (~1-3 min)
+    python benchmarks/pretrain_throughput.py --device cuda        # GPU: base, batch 256 (auto when CUDA is present)
+    python benchmarks/pretrain_throughput.py --device cuda --precisions bf16 --batch 512 --compile
+    python benchmarks/pretrain_throughput.py --sizes small --batch 32,64 --steps 10 --json out.json
 
-Imports only torch and the core library (no omegaconf needed), so it runs on GPU images too.
+On a GPU image without omegaconf/hydra, carry them as pure-Python packages (benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -31,36 +32,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
 
 from flops import count_flops, peak_matmul_flops, time_call  # noqa: E402
-from opt.model.layers import Block  # noqa: E402
 from opt.model.config import ModelConfig, ObjectivesConfig, TrainerConfig  # noqa: E402
 from opt.model.opt import OPT, Dims, count_parameters  # noqa: E402
 from opt.model.pretrain import SpecialTokens, pretext_losses  # noqa: E402
+from opt.config import load_config  # noqa: E402
+from opt.train.pretrain import PretrainObjective  # noqa: E402
 from opt.train.trainer import Trainer  # noqa: E402
 
 DIMS = Dims(vocab_size=1000, image_size=64, n_mels=64, codebook_size=256)
 TEXT_LEN, MEL_FRAMES = 64, 1200
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
-try:  # the objective `opt pretrain` trains; its module needs omegaconf, absent on some GPU images
-    from opt.train.pretrain import PretrainObjective
-except ImportError:
-    class PretrainObjective(nn.Module):  # the same two lines as opt.train.pretrain's
-        def __init__(self, model: OPT, objectives, special: SpecialTokens):
-            super().__init__()
-            self.model, self.objectives, self.special = model, objectives, special
-
-        def forward(self, batch: dict, draw) -> dict:
-            return pretext_losses(self.model, batch, self.objectives, self.special, draw)
-
-
 def model_config(size: str) -> ModelConfig:
-    """configs/model/<size>.yaml (flat `key: value` lines) as a ModelConfig."""
-    fields = {}
-    for line in (ROOT / "configs" / "model" / f"{size}.yaml").read_text().splitlines():
-        key, _, value = line.split("#")[0].partition(":")
-        if value.strip():
-            fields[key.strip()] = type(getattr(ModelConfig, key.strip()))(value.strip())
-    return ModelConfig(**fields)
+    """configs/model/<size>.yaml, composed as `opt pretrain model=<size>` does."""
+    return load_config([f"model={size}"]).model
 
 
 def synthetic_batch(b: int, device: torch.device, min_frames: int, seed: int = 0) -> dict:
@@ -78,25 +63,14 @@ def synthetic_batch(b: int, device: torch.device, min_frames: int, seed: int = 0
 
 
 def build_trainer(size: str, precision: str, batch: dict, device: torch.device, run_dir: Path,
-                  compile: bool = False, fused_adamw: bool = False) -> Trainer:
+                  compile: bool = False) -> Trainer:
     b = batch["tokens"].shape[0]
     model = OPT(model_config(size), DIMS)
     objective = PretrainObjective(model, ObjectivesConfig(), SpecialTokens(pad=0, mask=4, count=7))
     tcfg = TrainerConfig(batch_size=b, precision=precision, device=str(device), max_steps=10**6, compile=compile)
     trainer = Trainer(objective, range(b), tcfg, run_dir)
     trainer.next_batch = lambda: batch  # the same batch every step: no data loading in the timing
-    if fused_adamw:  # experiment: one fused kernel per parameter group instead of torch's default AdamW
-        groups = [{k: v for k, v in g.items() if k not in ("foreach", "fused")} for g in trainer.optimizer.param_groups]
-        trainer.optimizer = torch.optim.AdamW(groups, lr=tcfg.lr, fused=True)
-        trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, trainer.scheduler.lr_lambdas[0])
     return trainer
-
-
-def compile_blocks(model: nn.Module) -> None:
-    """Experiment: torch.compile every Transformer block in place (static shapes: one graph per length)."""
-    for module in model.modules():
-        if isinstance(module, Block):
-            module.compile(dynamic=False)
 
 
 def eager_step(trainer: Trainer) -> None:
@@ -122,12 +96,10 @@ def profile_table(trainer: Trainer, device: torch.device, steps: int = 2, rows: 
 def measure(size: str, precision: str, batch: dict, device: torch.device, args, flops: int | None) -> dict:
     """Warm up, count FLOPs (if not yet known for this size), then time `args.steps` train steps."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = build_trainer(size, precision, batch, device, Path(tmp), args.compile, args.fused_adamw)
+        trainer = build_trainer(size, precision, batch, device, Path(tmp), args.compile)
         per_op = None
         if flops is None:
             flops, per_op = count_flops(lambda: eager_step(trainer))
-        if args.compile_blocks:
-            compile_blocks(trainer.objective.model)
         for _ in range(args.warmup):
             trainer.train_step()
         if device.type == "cuda":
@@ -174,8 +146,7 @@ def describe(device: torch.device, args) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return {"device": str(device), "device_name": name, "torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "loadavg_start": os.getloadavg(), "batch": args.batch,
-            "steps": args.steps, "warmup": args.warmup, "min_frames": args.min_frames, "compile": args.compile,
-            "fused_adamw": args.fused_adamw, "compile_blocks": args.compile_blocks}
+            "steps": args.steps, "warmup": args.warmup, "min_frames": args.min_frames, "compile": args.compile}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -183,15 +154,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", help="cpu | cuda | auto (cuda when present)")
     ap.add_argument("--sizes", default=None, help="comma list (default: tiny,small on CPU; base on CUDA)")
     ap.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16")
-    ap.add_argument("--batch", default=None, help="samples per step, or a comma list (default 32 on CPU, 128 on CUDA)")
+    ap.add_argument("--batch", default=None, help="samples per step, or a comma list (default 32 on CPU, 256 on CUDA)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per config (default 6 CPU, 20 CUDA)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--peak-size", type=int, default=None, help="n of the n^3 peak matmul (default 2048 CPU, 8192 CUDA)")
     ap.add_argument("--min-frames", type=int, default=300, help="shortest synthetic clip in mel frames (of 1200)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the step's module (trainer.compile=true)")
-    ap.add_argument("--compile-blocks", action="store_true", help="experiment: torch.compile every Transformer Block")
-    ap.add_argument("--fused-adamw", action="store_true", help="experiment: AdamW(fused=True) instead of the trainer's")
+    ap.add_argument("--compile", action="store_true", help="compile every Transformer block (trainer.compile=true)")
     ap.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of each config to stderr")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
     args = ap.parse_args(argv)
@@ -200,7 +169,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     gpu = args.device.type == "cuda"
     args.sizes = (args.sizes or ("base" if gpu else "tiny,small")).split(",")
     args.precisions = args.precisions.split(",")
-    args.batch = [int(b) for b in (args.batch or ("128" if gpu else "32")).split(",")]
+    args.batch = [int(b) for b in (args.batch or ("256" if gpu else "32")).split(",")]
     args.steps = args.steps or (20 if gpu else 6)
     args.peak_size = args.peak_size or (8192 if gpu else 2048)
     return args

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e '.[mlops,dev]'
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[mlops,eval,dev]'
 mkdir -p data/sources  # versioned by data.dvc: your own Localized Narratives files go here
 .venv/bin/opt --help >/dev/null
 echo "setup done: . .venv/bin/activate && opt --help"

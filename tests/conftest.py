@@ -64,3 +64,19 @@ def prepared_synth(tmp_path_factory):
     run_stage("ingest", overrides)
     run_stage("prepare", overrides)
     return root, overrides
+
+
+@pytest.fixture(scope="session")
+def pretrained_synth(tmp_path_factory):
+    """A tiny OPT pre-trained for a few steps on built-in data, once per session: (root, overrides).
+
+    For downstream-task tests; it has its own root, so other tests' runs never overwrite it."""
+    from opt.stages import run_stage
+
+    root = tmp_path_factory.mktemp("pretrained")
+    overrides = [f"paths.root={root}", "data.n=60", "data.seed=6", "prepare.vocab_size=300", "model=tiny",
+                 "image_tokenizer.steps=30", "image_tokenizer.batch_size=16", "trainer.max_steps=4",
+                 "trainer.batch_size=8", "trainer.precision=fp32", "task.steps=3", "task.batch_size=8"]
+    for stage in ("ingest", "prepare", "image_tokenizer", "pretrain"):
+        run_stage(stage, overrides)
+    return root, overrides

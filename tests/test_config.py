@@ -8,7 +8,7 @@ from opt.config import CONFIG_DIR, OPTConfig, load_config, root_dir, to_yaml
 
 GROUPS = [("paths", "default"), ("data", "synth"), ("ingest", "default"), ("validate", "default"),
           ("prepare", "default"), ("model", "tiny"), ("model", "small"), ("model", "base"),
-          ("image_tokenizer", "default"), ("objectives", "all"), ("trainer", "default")]
+          ("image_tokenizer", "default"), ("objectives", "all"), ("trainer", "default"), ("task", "default")]
 
 
 @pytest.mark.parametrize("group,option", GROUPS)

@@ -18,8 +18,9 @@ ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1",
 
 
 TINY = ["data.n=24", "prepare.vocab_size=200", "model=tiny", "trainer.max_steps=3", "trainer.batch_size=4",
-        "image_tokenizer.steps=3", "image_tokenizer.batch_size=8"]
-STAGES = ("ingest", "validate", "prepare", "image_tokenizer", "pretrain")
+        "image_tokenizer.steps=3", "image_tokenizer.batch_size=8", "task.steps=2", "task.batch_size=4"]
+STAGES = ("ingest", "validate", "prepare", "image_tokenizer", "pretrain", "finetune@retrieval",
+          "finetune@text_to_image", "evaluate")
 
 
 def sh(*cmd, cwd):
@@ -50,6 +51,7 @@ def test_repro_runs_every_stage_then_is_a_no_op(scratch_project):
         assert f"Running stage '{stage}'" in first
     assert (root / "data/prepared/params.json").exists()
     assert (root / "models/pretrain/model.safetensors").exists()
+    assert (root / "metrics/eval.json").exists()
     assert (root / "dvc.lock").exists()
     second = sh("dvc", "repro", cwd=root)
     assert "Running stage" not in second

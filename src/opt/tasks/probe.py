@@ -1,0 +1,114 @@
+"""The attribute probe that judges text-to-image: a small CNN trained on real train images to
+predict which scene attributes (colour, shape, size of any object) are present, multi-label.
+
+Trained on first use and cached under models/probe/ (weights plus its label list); its penultimate
+features (B,F) also serve the Fréchet distance between generated and real images.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from opt.config import path
+
+PROBE_STEPS = 300  # training steps on first use (tests lower it)
+PROBE_BATCH = 32
+PROBE_LR = 2e-3
+FEATURES = 64
+ATTRIBUTES = ("color", "shape", "size")
+
+
+def scene_labels(record: dict) -> set[str]:
+    """'color=red', 'shape=circle', 'size=large', ... of every object in a manifest record."""
+    return {f"{a}={obj[a]}" for obj in record.get("objects") or [] for a in ATTRIBUTES if a in obj}
+
+
+def label_matrix(records: list[dict], labels: list[str]) -> np.ndarray:
+    """(N,K) bool: which of `labels` each record's scene holds."""
+    out = np.zeros((len(records), len(labels)), dtype=bool)
+    column = {name: k for k, name in enumerate(labels)}
+    for i, record in enumerate(records):
+        for name in scene_labels(record):
+            if name in column:
+                out[i, column[name]] = True
+    return out
+
+
+class Probe(nn.Module):
+    """Images (B,3,H,W) in [0,1] -> logits (B,K); `features` gives the pooled (B,F) embedding."""
+
+    def __init__(self, n_labels: int, width: int = 32):
+        super().__init__()
+        layers, channels = [], [3, width, width, 2 * width, FEATURES]
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(FEATURES, max(1, n_labels))
+
+    def features(self, images: Tensor) -> Tensor:
+        return self.body(images * 2 - 1).mean(dim=(2, 3))  # (B,F)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images))
+
+
+def load_images(dataset) -> Tensor:
+    """Every image of a split as uint8 (N,3,H,W), read once."""
+    return torch.stack([(dataset[i]["image"] * 255).round().to(torch.uint8) for i in range(len(dataset))])
+
+
+@torch.enable_grad()  # evaluation runs under no_grad; the probe trains inside it on first use
+def train_probe(images: Tensor, targets: Tensor, steps: int, seed: int = 0) -> Probe:
+    """Fit the probe on uint8 images (N,3,H,W) and bool targets (N,K) with random batches."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    probe = Probe(targets.shape[1])
+    optimiser = torch.optim.AdamW(probe.parameters(), lr=PROBE_LR, weight_decay=1e-4)
+    probe.train()
+    for _ in range(steps if targets.shape[1] else 0):
+        index = torch.randint(len(images), (min(PROBE_BATCH, len(images)),), generator=g)
+        logits = probe(images[index].float() / 255)
+        loss = F.binary_cross_entropy_with_logits(logits, targets[index].float())
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    return probe.eval()
+
+
+def probe_dir(cfg):
+    return path(cfg, "models") / "probe"
+
+
+def load_or_train_probe(cfg, train_split) -> tuple[Probe, list[str]]:
+    """The cached probe when its labels and training set size match, else a fresh one trained now."""
+    records = train_split.records()
+    labels = sorted(set().union(*(scene_labels(r) for r in records))) if records else []
+    out = probe_dir(cfg)
+    meta = {"labels": labels, "train_items": len(train_split), "steps": PROBE_STEPS}
+    if (out / "probe.json").exists() and json.loads((out / "probe.json").read_text()) == meta:
+        probe = Probe(len(labels))
+        probe.load_state_dict(load_file(out / "probe.safetensors"))
+        return probe.eval(), labels
+    targets = torch.from_numpy(label_matrix(records, labels))
+    probe = train_probe(load_images(train_split), targets, PROBE_STEPS)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in probe.state_dict().items()}, out / "probe.safetensors")
+    (out / "probe.json").write_text(json.dumps(meta, indent=1))
+    return probe, labels
+
+
+@torch.no_grad()
+def judge(probe: Probe, images: Tensor, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N,3,H,W) in [0,1] -> predicted labels (N,K) bool and features (N,F)."""
+    preds, feats = [], []
+    for start in range(0, len(images), batch_size):
+        x = images[start: start + batch_size].float()
+        f = probe.features(x)
+        preds.append((probe.head(f) > 0).numpy())
+        feats.append(f.numpy())
+    return np.concatenate(preds), np.concatenate(feats)

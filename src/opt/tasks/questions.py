@@ -1,0 +1,113 @@
+"""VQA questions and answers derived from a scene's ground truth (the record's `objects`).
+
+Each item gets at most one question of each type (colour, shape, count, existence,
+relation), drawn deterministically from a generator seeded by the item's index. Relations
+come from the grid geometry: position [row, col], row 0 at the top, "left of" = smaller
+column, "above" = smaller row. Objects are named only by descriptions unique in the scene.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+QUESTION_TYPES = ("colour", "shape", "count", "existence", "relation")
+RELATIONS = ("left of", "right of", "above", "below")
+
+
+@dataclass(frozen=True)
+class Question:
+    kind: str  # one of QUESTION_TYPES
+    text: str
+    answer: str
+
+
+def holds(a: dict, relation: str, b: dict) -> bool:
+    """Whether object a stands in `relation` to object b, from their grid positions."""
+    (ra, ca), (rb, cb) = a["position"], b["position"]
+    return {"left of": ca < cb, "right of": ca > cb, "above": ra < rb, "below": ra > rb}[relation]
+
+
+def unique_by(objects: list[dict], key) -> list[int]:
+    """Indices of objects whose key(obj) no other object shares."""
+    counts = Counter(key(o) for o in objects)
+    return [i for i, o in enumerate(objects) if counts[key(o)] == 1]
+
+
+def name(o: dict) -> str:
+    return f"{o['color']} {o['shape']}"
+
+
+def colour_question(objs, rng, vocab) -> Question | None:
+    pick = unique_by(objs, lambda o: o["shape"])
+    if not pick:
+        return None
+    o = objs[pick[rng.integers(len(pick))]]
+    return Question("colour", f"what colour is the {o['shape']}?", o["color"])
+
+
+def shape_question(objs, rng, vocab) -> Question | None:
+    pick = unique_by(objs, lambda o: o["color"])
+    if not pick:
+        return None
+    o = objs[pick[rng.integers(len(pick))]]
+    return Question("shape", f"what shape is the {o['color']} object?", o["shape"])
+
+
+def count_question(objs, rng, vocab) -> Question:
+    if rng.random() < 0.5 or not vocab["colours"]:
+        return Question("count", "how many objects are there?", str(len(objs)))
+    colour = vocab["colours"][rng.integers(len(vocab["colours"]))]
+    n = sum(o["color"] == colour for o in objs)
+    return Question("count", f"how many {colour} objects are there?", str(n))
+
+
+def existence_question(objs, rng, vocab) -> Question:
+    present = {(o["color"], o["shape"]) for o in objs}
+    absent = [(c, s) for c in vocab["colours"] for s in vocab["shapes"] if (c, s) not in present]
+    if rng.random() < 0.5 or not absent:
+        c, s = sorted(present)[rng.integers(len(present))]
+    else:
+        c, s = absent[rng.integers(len(absent))]
+    article = "an" if c[0] in "aeiou" else "a"
+    return Question("existence", f"is there {article} {c} {s}?", "yes" if (c, s) in present else "no")
+
+
+def relation_question(objs, rng, vocab) -> Question | None:
+    named = unique_by(objs, name)
+    pairs = [(i, j) for i in named for j in named if i != j]
+    if not pairs:
+        return None
+    i, j = pairs[rng.integers(len(pairs))]
+    true = [r for r in RELATIONS if holds(objs[i], r, objs[j])]
+    false = [r for r in RELATIONS if r not in true]
+    pool = true if rng.random() < 0.5 and true else false
+    relation = pool[rng.integers(len(pool))]
+    answer = "yes" if holds(objs[i], relation, objs[j]) else "no"
+    return Question("relation", f"is the {name(objs[i])} {relation} the {name(objs[j])}?", answer)
+
+
+MAKERS = {"colour": colour_question, "shape": shape_question, "count": count_question,
+          "existence": existence_question, "relation": relation_question}
+
+
+def scene_vocab(records: list[dict]) -> dict:
+    """Sorted colours and shapes seen in `records` (the train split's)."""
+    objs = [o for r in records for o in r.get("objects", [])]
+    return {"colours": sorted({o["color"] for o in objs}), "shapes": sorted({o["shape"] for o in objs})}
+
+
+def item_questions(record: dict, index: int, vocab: dict) -> list[Question]:
+    """Up to one question per type for one item, the same for the same (record, index)."""
+    objs = record.get("objects") or []
+    if not objs:
+        return []
+    rng = np.random.default_rng(index)
+    out = [MAKERS[kind](objs, rng, vocab) for kind in QUESTION_TYPES]
+    return [q for q in out if q is not None]
+
+
+def answer_vocab(records: list[dict], vocab: dict) -> list[str]:
+    """Sorted answers of every question of `records` (train)."""
+    return sorted({q.answer for i, r in enumerate(records) for q in item_questions(r, i, vocab)})

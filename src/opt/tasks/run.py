@@ -1,0 +1,92 @@
+"""`opt finetune task=NAME` and `opt evaluate`: the stage functions over the task registry.
+
+finetune: the pre-trained model (or, with task.from_scratch, a fresh one) plus the task's
+heads, trained on train by the shared Trainer; saved to models/finetune/<task>/.
+evaluate: every task on test and test_compositional, with its fine-tuned weights where they
+exist (else the pre-trained model with fresh heads), into metrics/eval.json and reports/eval.md.
+"""
+from __future__ import annotations
+
+import json
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+
+from opt.config import path
+from opt.model.opt import OPT, Dims
+from opt.tasks import TASK_NAMES, get_task
+from opt.tasks.base import TaskContext, TaskModel, TaskObjective
+from opt.train.checkpoint import load_weights
+from opt.train.distributed import pick_device
+from opt.train.image_tokenizer import write_metrics
+from opt.train.trainer import Trainer, fingerprint
+
+
+def load_pretrained(cfg, from_scratch: bool = False) -> OPT:
+    """The model `opt pretrain` saved (models/pretrain/), or a fresh one of the same shape."""
+    saved = path(cfg, "models") / "pretrain"
+    if not (saved / "config.json").exists():
+        raise FileNotFoundError(f"no pre-trained model at {saved}: run `opt pretrain` first")
+    config = json.loads((saved / "config.json").read_text())
+    model = OPT(OmegaConf.create(config["model"]), Dims(**config["dims"]))
+    if not from_scratch:
+        model.load_state_dict(load_weights(saved / "model.safetensors"))
+    return model
+
+
+def task_trainer_config(cfg):
+    t = cfg.task
+    return OmegaConf.create({**OmegaConf.to_container(cfg.trainer), "max_steps": t.steps, "batch_size": t.batch_size,
+                             "lr": t.lr, "warmup_steps": max(1, t.steps // 10), "init_from": None,
+                             "checkpoint_every": t.steps})
+
+
+def finetuned_dir(cfg, name: str):
+    return path(cfg, "models") / "finetune" / name
+
+
+def finetune(cfg) -> dict:
+    task = get_task(cfg.task.name)
+    context = TaskContext(cfg, pick_device(cfg.trainer.device))
+    model = load_pretrained(cfg, cfg.task.from_scratch)
+    objective = TaskObjective(task, model, task.heads(model, context), context)
+    tcfg = task_trainer_config(cfg)
+    run_dir = path(cfg, "checkpoints") / "finetune" / task.name
+    result = Trainer(objective, context.split("train"), tcfg, run_dir,
+                     fingerprint=fingerprint(cfg, ("task", "model", "objectives"), tcfg)).fit()
+    out = finetuned_dir(cfg, task.name)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in objective.model.state_dict().items()}, out / "model.safetensors")
+    result["val"] = task.evaluate(model.eval(), objective.model.heads.eval(), "val", context)
+    write_metrics(cfg, f"finetune_{task.name}", result)
+    print(f"finetune {task.name}: {result['step']} steps, val {json.dumps(result['val'])}")
+    return result
+
+
+def load_task_model(cfg, task, context: TaskContext) -> TaskModel:
+    """Fine-tuned weights of `task` when they exist, else the pre-trained model with fresh heads."""
+    model = load_pretrained(cfg)
+    task_model = TaskModel(model, task.heads(model, context))
+    saved = finetuned_dir(cfg, task.name) / "model.safetensors"
+    if saved.exists():
+        task_model.load_state_dict(load_weights(saved))
+    return task_model.to(context.device).eval()
+
+
+@torch.no_grad()
+def evaluate(cfg) -> dict:
+    context = TaskContext(cfg, pick_device(cfg.trainer.device))
+    results = {}
+    for name in TASK_NAMES:
+        task = get_task(name)
+        task_model = load_task_model(cfg, task, context)
+        results[name] = {split: task.evaluate(task_model.opt, task_model.heads, split, context) for split in task.splits}
+    out = path(cfg, "metrics") / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, sort_keys=True))
+    from opt.tasks.report import write_report
+
+    report = write_report(cfg, results)
+    print(f"evaluate: {len(results)} tasks -> {out}, {report}")
+    return results

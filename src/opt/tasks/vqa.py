@@ -1,0 +1,103 @@
+"""VQA on questions derived from scene ground truth (see opt.tasks.questions).
+
+The question, encoded with the caption tokenizer, is the text modality; it is fused with the
+image by the cross-modal encoder and a classifier on the fused CLS picks the answer from the
+answer vocabulary of the train questions. Each item's image is encoded once and shared by all
+its questions. Accuracy overall and per question type ("accuracy/colour", ...).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from opt.model.encoders import Encoded, Modality
+from opt.tasks import register
+from opt.tasks.base import Task
+from opt.tasks.metrics import accuracy_by_type
+from opt.tasks.questions import answer_vocab, item_questions, scene_vocab
+from opt.train.data import batches
+
+
+def repeat(encoded: Encoded, owner: Tensor) -> Encoded:
+    """Rows of `encoded` picked by owner (Q,) -> Encoded with Q rows."""
+    return Encoded(encoded.tokens[owner], encoded.valid[owner])
+
+
+def question_batch(tokenizer, texts: list[str], device) -> dict:
+    """Questions -> {"tokens": (Q,L') int64 trimmed to the longest, "token_count": (Q,)}."""
+    ids, counts = tokenizer.encode(texts)
+    ids, counts = torch.from_numpy(ids).long(), torch.from_numpy(counts).long()
+    return {"tokens": ids[:, : int(counts.max())].to(device), "token_count": counts.to(device)}
+
+
+@register
+class VQA(Task):
+    name = "vqa"
+
+    def __init__(self):
+        self.scene = self.answers = self._tokenizer = None
+        self._records: dict[str, list] = {}
+
+    def setup(self, context) -> None:
+        """Scene and answer vocabularies from the train records (once)."""
+        if self.answers is None:
+            train = self.records(context, "train")
+            self.scene = scene_vocab(train)
+            self.answers = answer_vocab(train, self.scene)
+            self._tokenizer = context.tokenizer
+
+    def records(self, context, split: str) -> list:
+        if split not in self._records:
+            self._records[split] = context.split(split).records()
+        return self._records[split]
+
+    def heads(self, model, context) -> nn.Module:
+        self.setup(context)
+        return nn.ModuleDict({"answer": nn.Linear(model.cfg.dim, len(self.answers))})
+
+    def questions(self, context, split: str, indices) -> tuple[list, list]:
+        """Item indices -> (questions, owner position in the batch of each question)."""
+        records = self.records(context, split)
+        qs, owner = [], []
+        for pos, i in enumerate(indices):
+            for q in item_questions(records[int(i)], int(i), self.scene):
+                qs.append(q)
+                owner.append(pos)
+        return qs, owner
+
+    def answer_logits(self, model, heads, batch: dict, qs: list, owner: list, device) -> Tensor:
+        """(Q, n_answers) logits of each question about its item's image."""
+        image = model.encode({"image": batch["image"].to(device)}, (Modality.IMAGE,))[Modality.IMAGE]
+        text = model.encode(question_batch(self._tokenizer, [q.text for q in qs], device), (Modality.TEXT,))
+        fused = model.fuse({Modality.TEXT: text[Modality.TEXT],
+                            Modality.IMAGE: repeat(image, torch.tensor(owner, device=device))})
+        return heads["answer"](fused.tokens[:, 0]).float()
+
+    def losses(self, model, heads, batch, draw, context) -> dict:
+        self.setup(context)
+        qs, owner = self.questions(context, "train", batch["index"].tolist())
+        if not qs:
+            zero = sum(p.sum() for p in heads.parameters()) * 0.0
+            return {"loss": zero, "vqa_loss": zero}
+        logits = self.answer_logits(model, heads, batch, qs, owner, context.device)
+        index = {a: k for k, a in enumerate(self.answers)}
+        target = torch.tensor([index.get(q.answer, -100) for q in qs], device=logits.device)
+        loss = F.cross_entropy(logits, target, ignore_index=-100)
+        return {"loss": loss, "vqa_loss": loss}
+
+    @torch.no_grad()
+    def evaluate(self, model, heads, split, context) -> dict:
+        self.setup(context)
+        model.eval()
+        heads.eval()
+        predicted, gold, kinds = [], [], []
+        for batch in batches(context.split(split), 64):
+            qs, owner = self.questions(context, split, batch["index"].tolist())
+            if not qs:
+                continue
+            logits = self.answer_logits(model, heads, batch, qs, owner, context.device)
+            predicted += [self.answers[k] for k in logits.argmax(-1).tolist()]
+            gold += [q.answer for q in qs]
+            kinds += [q.kind for q in qs]
+        return accuracy_by_type(predicted, gold, kinds)
