@@ -19,7 +19,7 @@ def in_memory_dataset(n: int = 24, seed: int = 0) -> list[dict]:
 
 def trainer_config(**overrides):
     cfg = load_config(["model=tiny"]).trainer
-    base = {"max_steps": 6, "batch_size": 6, "warmup_steps": 2, "checkpoint_every": 3, "lr": 3e-3}
+    base = {"max_steps": 6, "batch_size": 6, "warmup_steps": 2, "checkpoint_every": 3, "lr": 3e-3, "precision": "fp32"}
     for key, value in {**base, **overrides}.items():
         setattr(cfg, key, value)
     return cfg

@@ -9,7 +9,6 @@ preprocessing parameter with the counts: the features are versioned with their p
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -29,6 +28,7 @@ from opt.data import mel as melspec
 from opt.data.contact_sheet import write_contact_sheet
 from opt.data.dataset import PARAMS
 from opt.data.manifest import MANIFEST, SPLITS, read_jsonl
+from opt.files import sha256_file
 from opt.data.shards import FIELD_DTYPES, SplitWriter, open_shard, read_index, read_records
 from opt.data.text import TOKENIZER_FILE, CaptionTokenizer, train_tokenizer
 
@@ -152,14 +152,6 @@ def mel_statistics(split_totals: dict) -> dict:
     mean = split_totals["mel_sum"] / frames
     std = np.sqrt(np.maximum(split_totals["mel_sumsq"] / frames - mean ** 2, 0.0))
     return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
-
-
-def sha256_file(file: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(file).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_params(prep, tokenizer: CaptionTokenizer, splits: dict, manifest: Path) -> dict:

@@ -19,7 +19,8 @@ from opt.tasks import TASK_NAMES, get_task
 from opt.tasks.base import TaskContext, TaskModel, TaskObjective
 from opt.train.checkpoint import load_weights
 from opt.train.distributed import pick_device
-from opt.train.image_tokenizer import write_metrics
+from opt.files import sha256_file, write_metrics
+from opt.train.data import prepared_identity
 from opt.train.trainer import Trainer, fingerprint
 
 
@@ -54,7 +55,8 @@ def finetune(cfg) -> dict:
     tcfg = task_trainer_config(cfg)
     run_dir = path(cfg, "checkpoints") / "finetune" / task.name
     result = Trainer(objective, context.split("train"), tcfg, run_dir,
-                     fingerprint=fingerprint(cfg, ("task", "model", "objectives"), tcfg)).fit()
+                     fingerprint=fingerprint(cfg, ("task",), tcfg, {**prepared_identity(cfg), "pretrained":
+                                             sha256_file(path(cfg, "models") / "pretrain" / "model.safetensors")})).fit()
     out = finetuned_dir(cfg, task.name)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in objective.model.state_dict().items()}, out / "model.safetensors")

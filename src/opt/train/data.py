@@ -45,6 +45,13 @@ class TrainingSplit(Dataset):
         return self.items.records()
 
 
+def prepared_identity(cfg) -> dict:
+    """Content hash of the prepared features' params.json (it holds the manifest's sha256)."""
+    from opt.files import sha256_file
+
+    return {"prepared": sha256_file(path(cfg, "prepared") / "params.json")}
+
+
 def training_split(cfg, split: str, with_codes: bool = True) -> TrainingSplit:
     codes = image_tokenizer_dir(cfg) / CODES_DIR / f"{split}.npy" if with_codes else None
     if codes is not None and not codes.exists():

@@ -2,7 +2,6 @@
 grid of every image of every split, the weights, and reconstruction/codebook-usage metrics."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -12,8 +11,9 @@ from torch import nn
 
 from opt.config import path
 from opt.data.manifest import SPLITS
+from opt.files import write_metrics
 from opt.model.vq import VQVAE
-from opt.train.data import CODES_DIR, batches, image_tokenizer_dir, training_split
+from opt.train.data import CODES_DIR, batches, image_tokenizer_dir, prepared_identity, training_split
 from opt.train.trainer import Trainer, fingerprint
 
 
@@ -63,7 +63,7 @@ def image_tokenizer(cfg) -> dict:
             "weight_decay": 0.0, "precision": "fp32", "compile": False, "checkpoint_every": v.steps, "grad_accum": 1}
     vq = build_vq(cfg)
     tcfg = as_config(tcfg)
-    Trainer(VQObjective(vq), train, tcfg, run_dir, fingerprint=fingerprint(cfg, ("image_tokenizer", "prepare", "data"), tcfg)).fit()
+    Trainer(VQObjective(vq), train, tcfg, run_dir, fingerprint=fingerprint(cfg, ("image_tokenizer", "prepare", "data"), tcfg, prepared_identity(cfg))).fit()
     shutil.rmtree(out_dir, ignore_errors=True)
     (out_dir / CODES_DIR).mkdir(parents=True)
     save_file({k: t.contiguous() for k, t in vq.state_dict().items()}, out_dir / "vq.safetensors")
@@ -83,9 +83,3 @@ def as_config(d: dict):
     from omegaconf import OmegaConf
 
     return OmegaConf.create(d)
-
-
-def write_metrics(cfg, name: str, metrics: dict) -> None:
-    out = path(cfg, "metrics") / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=1, sort_keys=True))

@@ -49,14 +49,16 @@ def compile_blocks(model: nn.Module) -> None:
             module.compile(dynamic=False)
 
 
-def fingerprint(cfg, groups: tuple, trainer_cfg) -> str:
-    """Hash of what a run trains (config groups and the trainer settings that change the
-    result); a checkpoint is resumed only by a run with the same fingerprint."""
+def fingerprint(cfg, groups: tuple, trainer_cfg, inputs: dict | None = None) -> str:
+    """Hash of what a run trains: config groups, the trainer settings that change the result,
+    and `inputs` (content hashes of the data and weights it starts from). A checkpoint is
+    resumed only by a run with the same fingerprint."""
     from omegaconf import OmegaConf
 
     ignore = ("resume", "checkpoint_every", "threads")
     trainer = {k: v for k, v in OmegaConf.to_container(OmegaConf.create(dict(trainer_cfg))).items() if k not in ignore}
-    blob = json.dumps({**{g: OmegaConf.to_container(cfg[g]) for g in groups}, "trainer": trainer}, sort_keys=True)
+    blob = json.dumps({**{g: OmegaConf.to_container(cfg[g]) for g in groups}, "trainer": trainer,
+                       "inputs": inputs or {}}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,25 @@
+"""Small file helpers shared by stages: content hashes and metrics JSON."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from opt.config import path
+
+
+def sha256_file(file: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(file).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_metrics(cfg, name: str, metrics: dict) -> Path:
+    """metrics/<name>.json under the run's root (what `dvc metrics show` reads)."""
+    out = path(cfg, "metrics") / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    return out
