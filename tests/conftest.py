@@ -76,7 +76,7 @@ def pretrained_synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrained")
     overrides = [f"paths.root={root}", "data.n=60", "data.seed=6", "prepare.vocab_size=300", "model=tiny",
                  "image_tokenizer.steps=30", "image_tokenizer.batch_size=16", "trainer.max_steps=4",
-                 "trainer.batch_size=8", "trainer.precision=fp32", "task.steps=3", "task.batch_size=8"]
+                 "trainer.batch_size=8", "trainer.precision=fp32", "task.steps=3", "task.batch_size=8", "task.probe_steps=5"]
     for stage in ("ingest", "prepare", "image_tokenizer", "pretrain"):
         run_stage(stage, overrides)
     return root, overrides

@@ -17,7 +17,7 @@ ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1",
        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
-TINY = ["data.n=24", "prepare.vocab_size=200", "model=tiny", "trainer.max_steps=3", "trainer.batch_size=4",
+TINY = ["data.n=24", "prepare.vocab_size=200", "model=tiny", "task.probe_steps=5", "trainer.max_steps=3", "trainer.batch_size=4",
         "image_tokenizer.steps=3", "image_tokenizer.batch_size=8", "task.steps=2", "task.batch_size=4"]
 STAGES = ("ingest", "validate", "prepare", "image_tokenizer", "pretrain", "finetune@retrieval",
           "finetune@text_to_image", "evaluate")

@@ -201,3 +201,21 @@ def test_unparsed_lines_are_quarantined_as_truncated_raw_text():
     entry = ln.quarantine_entry(7, rejected.value.reason, rejected.value.record)
     assert entry["line"] == 7 and entry["reason"].startswith("malformed JSON")
     assert entry["record"] == ("{" + "x" * 5000)[:2000]
+
+
+def test_cli_ingest_of_the_mixed_file_exits_0_and_says_kept_and_quarantined(tmp_path):
+    """The issue's must-show, as a user runs it: `opt ingest data.source=localized_narratives ...`."""
+    import subprocess
+    import sys
+
+    folder = build_ln_folder(tmp_path / "ln")
+    out = subprocess.run([sys.executable, "-m", "opt.cli", "ingest", "data.source=localized_narratives",
+                          f"ingest.annotations={folder.annotations}", f"ingest.images_dir={folder.images_dir}",
+                          f"ingest.audio_dir={folder.audio_dir}", f"paths.root={tmp_path / 'run'}"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"kept {len(folder.good)}, quarantined {len(folder.bad)}" in out.stdout
+    raw = tmp_path / "run" / "data" / "raw"
+    quarantined = [json.loads(line) for line in (raw / "quarantine.jsonl").read_text().splitlines()]
+    assert sorted(q["line"] for q in quarantined) == sorted(line for line, _ in folder.bad.values())
+    assert all(q["reason"] for q in quarantined)

@@ -12,7 +12,7 @@ import torch
 
 from opt.config import load_config
 from opt.stages import run_stage
-from opt.tasks import get_task, probe
+from opt.tasks import get_task
 from opt.tasks.base import TaskContext, TaskObjective
 from opt.tasks.run import finetuned_dir, load_pretrained, load_task_model
 from opt.train.data import batches
@@ -22,11 +22,6 @@ EXPECTED = {
     "speech_recognition": {"wer", "sentence_accuracy"},
     "text_to_image": {"frechet_distance", "attribute_accuracy", "exact_match", "probe_accuracy", "probe_exact_match"},
 }
-
-
-@pytest.fixture
-def quick_probe(monkeypatch):
-    monkeypatch.setattr(probe, "PROBE_STEPS", 5)
 
 
 def check_ranges(name: str, metrics: dict) -> None:
@@ -40,7 +35,7 @@ def check_ranges(name: str, metrics: dict) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_finetune_then_evaluate_writes_metrics_and_pictures(pretrained_synth, quick_probe, name):
+def test_finetune_then_evaluate_writes_metrics_and_pictures(pretrained_synth, name):
     root, overrides = pretrained_synth
     overrides = overrides + [f"task={name}", "task.steps=3"]
     result = run_stage("finetune", overrides)

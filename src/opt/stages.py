@@ -14,6 +14,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "pretrain": ("opt.train.pretrain:pretrain", "pre-train OPT with the configured pretext tasks"),
     "finetune": ("opt.tasks.run:finetune", "fine-tune the pre-trained model on one downstream task (task=NAME)"),
     "evaluate": ("opt.tasks.run:evaluate", "evaluate every downstream task on test and test_compositional"),
+    "compare": ("opt.tasks.compare:compare", "the paper's comparisons: pre-training variants x every task"),
 }
 
 

@@ -68,6 +68,7 @@ class TaskConfig:
     from_scratch: bool = False  # True: no pre-training (the paper's baseline)
     rerank_k: int = 0  # retrieval: re-rank each text+audio query's top k with the matching head (0: off)
     any_modality: bool = False  # classification: also a fused head fed any subset of modalities
+    probe_steps: int = 300  # text_to_image: training steps of the attribute probe (cached per dataset)
 
 
 @dataclass

@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from opt.config import path
+from opt.train.data import prepared_identity
 
-PROBE_STEPS = 300  # training steps on first use (tests lower it)
 PROBE_BATCH = 32
 PROBE_LR = 2e-3
 FEATURES = 64
@@ -85,17 +85,18 @@ def probe_dir(cfg):
 
 
 def load_or_train_probe(cfg, train_split) -> tuple[Probe, list[str]]:
-    """The cached probe when its labels and training set size match, else a fresh one trained now."""
+    """The cached probe when it was trained on the same data (labels, prepared features, steps),
+    else a fresh one trained now for `task.probe_steps` steps."""
     records = train_split.records()
     labels = sorted(set().union(*(scene_labels(r) for r in records))) if records else []
     out = probe_dir(cfg)
-    meta = {"labels": labels, "train_items": len(train_split), "steps": PROBE_STEPS}
+    meta = {"labels": labels, "train_items": len(train_split), "steps": cfg.task.probe_steps, **prepared_identity(cfg)}
     if (out / "probe.json").exists() and json.loads((out / "probe.json").read_text()) == meta:
         probe = Probe(len(labels))
         probe.load_state_dict(load_file(out / "probe.safetensors"))
         return probe.eval(), labels
     targets = torch.from_numpy(label_matrix(records, labels))
-    probe = train_probe(load_images(train_split), targets, PROBE_STEPS)
+    probe = train_probe(load_images(train_split), targets, cfg.task.probe_steps)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in probe.state_dict().items()}, out / "probe.safetensors")
     (out / "probe.json").write_text(json.dumps(meta, indent=1))

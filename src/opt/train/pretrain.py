@@ -85,7 +85,8 @@ def pretrain(cfg, stop_at: int | None = None) -> dict:
     save_model(cfg, model, "pretrain")
     result["zero_shot"] = zero_shot_retrieval(model, training_split(cfg, "test"), trainer.device)
     write_metrics(cfg, "pretrain", result)
-    shutil.copy(run_dir / "losses.csv", path(cfg, "metrics") / "pretrain_losses.csv")
-    print(f"pretrain: {result['step']} steps, final loss {result['final']['loss']:.3f}, "
+    if (run_dir / "losses.csv").exists():  # absent after 0 steps (the no-pre-training baseline)
+        shutil.copy(run_dir / "losses.csv", path(cfg, "metrics") / "pretrain_losses.csv")
+    print(f"pretrain: {result['step']} steps, final loss {result['final'].get('loss', float('nan')):.3f}, "
           f"zero-shot text->image R@1 {result['zero_shot']['text_to_image']['R@1']:.3f}")
     return result
