@@ -7,7 +7,6 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from opt.config import load_config
 from opt.model.encoders import Modality
@@ -24,12 +23,8 @@ UNDERSTANDING = ("retrieval", "classification", "vqa")
 
 
 def context_of(pretrained_synth, **task_fields) -> TaskContext:
-    """The fixture's config; `task_fields` (flags TaskConfig may not declare) on an untyped copy."""
-    cfg = load_config(pretrained_synth[1])
-    if task_fields:
-        cfg = OmegaConf.create(OmegaConf.to_container(cfg))
-        cfg.task.update(task_fields)
-    return TaskContext(cfg)
+    """The fixture's config with `task_fields` set as overrides (e.g. rerank_k=3)."""
+    return TaskContext(load_config(pretrained_synth[1] + [f"task.{k}={v}" for k, v in task_fields.items()]))
 
 
 def first_batch(context, n: int = 8) -> dict:

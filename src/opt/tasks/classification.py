@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from opt.model.encoders import Modality
@@ -48,7 +47,7 @@ def bce(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def any_modality(cfg) -> bool:
-    return bool(OmegaConf.select(cfg, "task.any_modality", default=False))
+    return bool(cfg.task.any_modality)
 
 
 def random_presence(draw, b: int, device) -> dict:

@@ -39,20 +39,21 @@ def name(o: dict) -> str:
     return f"{o['color']} {o['shape']}"
 
 
-def colour_question(objs, rng, vocab) -> Question | None:
-    pick = unique_by(objs, lambda o: o["shape"])
+def attribute_question(objs, rng, kind: str, named_by: str, asked: str, template: str) -> Question | None:
+    """Ask for `asked` of an object that its `named_by` attribute alone identifies in the scene."""
+    pick = unique_by(objs, lambda o: o[named_by])
     if not pick:
         return None
     o = objs[pick[rng.integers(len(pick))]]
-    return Question("colour", f"what colour is the {o['shape']}?", o["color"])
+    return Question(kind, template.format(o[named_by]), o[asked])
+
+
+def colour_question(objs, rng, vocab) -> Question | None:
+    return attribute_question(objs, rng, "colour", "shape", "color", "what colour is the {}?")
 
 
 def shape_question(objs, rng, vocab) -> Question | None:
-    pick = unique_by(objs, lambda o: o["color"])
-    if not pick:
-        return None
-    o = objs[pick[rng.integers(len(pick))]]
-    return Question("shape", f"what shape is the {o['color']} object?", o["shape"])
+    return attribute_question(objs, rng, "shape", "color", "shape", "what shape is the {} object?")
 
 
 def count_question(objs, rng, vocab) -> Question:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from opt.model.encoders import Modality, trim_to_content
@@ -89,7 +88,7 @@ class Retrieval(Task):
         emb = self.split_embeddings(model, heads, dataset, context.device)
         sims = {name: emb[q] @ emb[g].t() for name, (q, g) in DIRECTIONS.items()}
         sims[FUSED] = emb[FUSED] @ emb[I].t()
-        k = int(OmegaConf.select(context.cfg, "task.rerank_k", default=0) or 0)
+        k = int(context.cfg.task.rerank_k)
         if k > 0:
             rescore = lambda q, cands: matched_score(model, dataset, q, cands, context.device)  # noqa: E731
             sims[f"{FUSED}_reranked"] = rerank_top_k(sims[FUSED], k, rescore)
