@@ -8,14 +8,24 @@ from opt.config import CONFIG_DIR, OPTConfig, load_config, root_dir, to_yaml
 
 GROUPS = [("paths", "default"), ("data", "synth"), ("ingest", "default"), ("validate", "default"),
           ("prepare", "default"), ("model", "tiny"), ("model", "small"), ("model", "base"),
-          ("image_tokenizer", "default"), ("objectives", "all"), ("trainer", "default"), ("task", "default")]
+          ("image_tokenizer", "default"), ("objectives", "all"), ("trainer", "default"), ("task", "default"),
+          ("versioning", "default"), ("serve", "default")]
 
 
 @pytest.mark.parametrize("group,option", GROUPS)
 def test_each_group_file_spells_out_every_schema_key(group, option):
-    schema_keys = set(OmegaConf.structured(OPTConfig)[group].keys())
-    file_keys = set(OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml").keys())
-    assert file_keys == schema_keys
+    schema = OmegaConf.structured(OPTConfig)[group]
+    assert key_paths(OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml")) == key_paths(schema)
+
+
+def key_paths(node, prefix="") -> set[str]:
+    """Every key of a config, nested ones as dotted paths."""
+    keys = set()
+    for key in node.keys():
+        keys.add(prefix + str(key))
+        if OmegaConf.is_dict(node._get_node(key)):
+            keys |= key_paths(node[key], f"{prefix}{key}.")
+    return keys
 
 
 def test_params_yaml_is_the_default_composition():

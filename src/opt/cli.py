@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from opt.stages import STAGES, StageFailed, run_stage
+from opt.versions.commands import add_data_parser, run_data
 
 OVERRIDES_HELP = "Hydra overrides, e.g. data.n=48 paths.root=DIR"
 CONFIG_HELP = "read this composed config (e.g. DVC's params.yaml) instead of composing configs/"
@@ -17,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", dest="config_file", metavar="FILE", help=CONFIG_HELP)
         p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    add_data_parser(sub, OVERRIDES_HELP, CONFIG_HELP)
     p = sub.add_parser("config", help="print (or write) the composed, resolved config")
     p.add_argument("-o", "--output", metavar="FILE", help="write it here (e.g. params.yaml) instead of stdout")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "config":
             show_config(args.overrides, args.output)
+        elif args.command == "data":
+            run_data(args)
         else:
             run_stage(args.command, args.overrides, args.config_file)
     except StageFailed as e:

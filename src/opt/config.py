@@ -48,6 +48,8 @@ class DataConfig:
     noise_probability: float = 0.5
     snr_db_range: list[float] = field(default_factory=lambda: [10.0, 30.0])
     workers: int = 0  # 0: all cores
+    executor: str = "processes"  # processes: a local pool | prefect: blocks fan out through `task_runner`
+    task_runner: str = "prefect.task_runners:ProcessPoolTaskRunner"  # e.g. prefect_dask:DaskTaskRunner
 
 
 @dataclass
@@ -97,6 +99,62 @@ class PrepareConfig:
 
 
 @dataclass
+class ServeLimits:
+    """What one request may hold; anything beyond is a 4xx, never a crash."""
+    max_upload_bytes: int = 10_000_000  # whole request body (checked before it is read)
+    max_image_pixels: int = 20_000_000  # image header size; larger is a decompression bomb
+    max_text_chars: int = 1000  # prompts, questions, text queries
+    max_audio_seconds: float = 60.0  # decoded length of an uploaded recording
+    max_generate_tokens: int = 64  # caption / transcript length cap
+    max_top_k: int = 100  # retrieve: most gallery items one answer may list
+
+
+@dataclass
+class ServeBatching:
+    """Adaptive batching of the model service's batchable encoders (BentoML's CorkDispatcher)."""
+    max_batch_size: int = 32  # samples per batch
+    max_latency_ms: int = 10_000  # requests that would wait longer are refused (503)
+
+
+@dataclass
+class ServeConfig:
+    """`opt package` (best model -> BentoML store -> Bento) and the BentoML service."""
+    metric: str = "retrieval.test.text_to_image/R@1"  # dotted path into metrics/eval.json (task.split.metric)
+    metric_mode: str = "max"  # max | min: which value of `metric` is best
+    model_name: str = "opt"  # name in the BentoML model store (tag opt:<version>)
+    bento_name: str = "opt_service"  # name of the built Bento
+    bentoml_home: str | None = None  # BentoML store; None: $BENTOML_HOME, else ~/bentoml (outside the project)
+    build_bento: bool = True  # false: only import the model into the store
+    host: str = "127.0.0.1"  # the service binds here unless told otherwise (`bentoml serve --host`)
+    port: int = 3000
+    workers: int = 1  # processes of the model service
+    torch_threads: int = 1  # intra-op threads of each model process (0: torch's default); 1 avoids
+    # oversubscribing a small CPU shared with the HTTP process (2 threads ran caption 2x slower on 2 cores)
+    timeout: int = 60  # seconds per request
+    gallery_split: str = "test"  # retrieve searches this prepared split (copied into the model)
+    top_k: int = 5  # retrieve: items returned when the request does not say
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    batching: ServeBatching = field(default_factory=ServeBatching)
+
+
+@dataclass
+class LakeFSConfig:
+    """The lakeFS repository of `versioning.backend=lakefs`; server and credentials come from the
+    usual LAKECTL_* environment variables (or ~/.lakectl.yaml), read by the lakefs SDK itself."""
+    repository: str = "opt-pipeline"  # created on the first `opt data version` when missing
+    branch: str = "main"  # the repository's main branch: one merge commit per data version
+    storage_namespace: str = "local://opt-pipeline"  # where a new repository keeps its objects
+
+
+@dataclass
+class VersioningConfig:
+    """`opt data version|versions|rollback`: versions of the raw data (data/raw, data/sources)."""
+    backend: str = "dvc"  # dvc (git revisions + DVC cache/remote) | lakefs
+    push: bool = True  # dvc: push the new version to the default DVC remote when one is configured
+    lakefs: LakeFSConfig = field(default_factory=LakeFSConfig)
+
+
+@dataclass
 class OPTConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -108,6 +166,8 @@ class OPTConfig:
     objectives: ObjectivesConfig = field(default_factory=ObjectivesConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    versioning: VersioningConfig = field(default_factory=VersioningConfig)
 
 
 def typed(cfg) -> OPTConfig:

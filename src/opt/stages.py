@@ -15,6 +15,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "finetune": ("opt.tasks.run:finetune", "fine-tune the pre-trained model on one downstream task (task=NAME)"),
     "evaluate": ("opt.tasks.run:evaluate", "evaluate every downstream task on test and test_compositional"),
     "compare": ("opt.tasks.compare:compare", "the paper's comparisons: pre-training variants x every task"),
+    "package": ("opt.serving.package:package", "best evaluated model -> BentoML model store -> Bento (bentofile.yaml)"),
+    "version": ("opt.versions:version", "record data/raw (and data/sources) as a data version (DVC or lakeFS)"),
 }
 
 

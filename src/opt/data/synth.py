@@ -223,8 +223,18 @@ def _plain(data_cfg) -> SimpleNamespace:
     return SimpleNamespace(**vars(data_cfg))
 
 
+def synth_block(context: WorkerContext, plans: list[ScenePlan]) -> list[dict]:
+    """One block anywhere (another process or node sharing `context.raw_dir`): its records."""
+    _set_context(context)
+    return make_block(plans)
+
+
 def generate_synth(cfg, raw_dir: Path) -> list[dict]:
-    """Generate `cfg.data.n` narrated scenes under `raw_dir` (images/, audio/); records in index order."""
+    """Generate `cfg.data.n` narrated scenes under `raw_dir` (images/, audio/); records in index order.
+
+    Blocks run in a local process pool, or with `data.executor=prefect` as Prefect tasks on
+    `data.task_runner` (same bytes either way: each block resets its engine).
+    """
     data = _plain(cfg.data)
     stamps = stamp_catalogue(data)
     plan = plan_dataset(data, SHAPES + tuple(stamps))
@@ -235,7 +245,15 @@ def generate_synth(cfg, raw_dir: Path) -> list[dict]:
     _resampling_filter(*_up_down(tts_rate))  # engine, scipy.signal and the designed filter
     records: list[dict] = []
     with _Bar(total=len(plan.scenes), desc=f"synth scenes ({workers} workers)", unit="scene", mininterval=0.5) as bar:
-        for block_records in _run_blocks(blocks, workers, context):
+        if data.executor == "prefect":
+            from opt.data.fanout import map_blocks_with_prefect
+
+            results = map_blocks_with_prefect(blocks, workers, context, data.task_runner)
+        elif data.executor == "processes":
+            results = _run_blocks(blocks, workers, context)
+        else:
+            raise ValueError(f"data.executor must be processes or prefect, got {data.executor!r}")
+        for block_records in results:
             records.extend(block_records)
             bar.update(len(block_records))
     return records

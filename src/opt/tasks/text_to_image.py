@@ -41,14 +41,20 @@ def load_vq(cfg):
 
 
 @torch.no_grad()
+def images_from_text(model, vq, batch: dict) -> Tensor:
+    """Prompts (tokens (B,L), token_count (B,)) -> greedy codes (KV cache) -> images (B,3,H,W) in [0,1]."""
+    fused = text_context(model, batch)
+    codes = model.image_decoder.generate(fused.tokens, fused.valid, use_cache=True)  # (B,G)
+    return vq.decode_codes(codes)
+
+
+@torch.no_grad()
 def generate_images(model, vq, data, device) -> tuple[Tensor, Tensor, list[int]]:
     """Greedy codes (KV cache) for every prompt of a split -> generated (N,3,H,W), real (N,3,H,W), indices."""
     generated, real, indices = [], [], []
     for batch in batches(data, EVAL_BATCH):
         batch = {k: v.to(device) for k, v in batch.items()}
-        fused = text_context(model, batch)
-        codes = model.image_decoder.generate(fused.tokens, fused.valid, use_cache=True)  # (B,G)
-        generated.append(vq.to(device).decode_codes(codes).cpu())
+        generated.append(images_from_text(model, vq.to(device), batch).cpu())
         real.append(batch["image"].cpu())
         indices += batch["index"].tolist()
     return torch.cat(generated), torch.cat(real), indices

@@ -18,15 +18,20 @@ def image_tokenizer_dir(cfg) -> Path:
     return path(cfg, "models") / "image_tokenizer"
 
 
+def mel_normalisation(params: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin mean (M,1) and std (M,1) of the train log-mel (params.json): mel' = (mel - mean) / std."""
+    stats = params["mel_stats"]
+    mean = torch.tensor(stats["mean"], dtype=torch.float32)[:, None]
+    return mean, torch.tensor(stats["std"], dtype=torch.float32)[:, None].clamp(min=1e-3)
+
+
 class TrainingSplit(Dataset):
     """PreparedDataset items with mel normalised per bin by the train statistics, plus `codes`
     (G,) int64 when VQ codes exist for the split."""
 
     def __init__(self, prepared_dir: Path, split: str, codes_file: Path | None = None):
         self.items = PreparedDataset(prepared_dir, split)
-        stats = read_params(prepared_dir)["mel_stats"]
-        self.mel_mean = torch.tensor(stats["mean"], dtype=torch.float32)[:, None]  # (M,1)
-        self.mel_std = torch.tensor(stats["std"], dtype=torch.float32)[:, None].clamp(min=1e-3)
+        self.mel_mean, self.mel_std = mel_normalisation(read_params(prepared_dir))
         self.codes = np.load(codes_file, mmap_mode="r") if codes_file is not None else None
         if self.codes is not None and len(self.codes) != len(self.items):
             raise ValueError(f"{codes_file} holds {len(self.codes)} rows for {len(self.items)} items")

@@ -1,0 +1,98 @@
+"""Start a local Prefect server on 127.0.0.1 and serve the pipeline's deployments on a schedule.
+
+    .venv/bin/python flows/serve.py                      # UI: http://127.0.0.1:4200
+    .venv/bin/python flows/serve.py --cron "0 3 * * *" -- trainer.max_steps=600
+
+Deployments: `opt-pipeline/nightly` (cron, reads params.yaml like `dvc repro`), and unscheduled
+`opt-data/data`, `opt-training/training`, `opt-release/release`, `opt-stage/stage` for runs from
+the UI. With PREFECT_API_URL already set (or --no-server) it serves against that server instead.
+Ctrl-C stops serving (schedules pause) and the server it started.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="bind the server here (default: loopback only)")
+    p.add_argument("--port", type=int, default=4200)
+    p.add_argument("--cron", default="0 2 * * *", help="schedule of opt-pipeline/nightly (default 02:00 daily)")
+    p.add_argument("--config-file", default="params.yaml", help="composed config the scheduled runs read")
+    p.add_argument("--no-server", action="store_true", help="serve against $PREFECT_API_URL")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for the scheduled runs")
+    return p.parse_args(argv)
+
+
+def wait_healthy(api_url: str, server: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"prefect server exited with code {server.returncode}; is port already in use?")
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"prefect server did not answer at {api_url}/health within {timeout:.0f} s")
+
+
+def start_server(host: str, port: int) -> subprocess.Popen:
+    """`prefect server start` as a child process; returns once its API answers."""
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    prefect = Path(sys.executable).with_name("prefect")
+    server = subprocess.Popen([str(prefect), "server", "start", "--host", host, "--port", str(port)], env=env)
+    api_url = f"http://{host}:{port}/api"
+    try:
+        wait_healthy(api_url, server)
+    except BaseException:
+        server.terminate()
+        raise
+    os.environ["PREFECT_API_URL"] = api_url
+    print(f"Prefect server: http://{host}:{port} (API {api_url})", flush=True)
+    return server
+
+
+def serve_deployments(cron: str, config_file: str, overrides: list[str]) -> None:
+    from prefect import serve
+
+    from flows.data import data_flow
+    from flows.pipeline import opt_pipeline, stage_flow
+    from flows.release import release_flow
+    from flows.training import training_flow
+
+    parameters = {"overrides": overrides, "config_file": config_file}
+    serve(opt_pipeline.to_deployment(name="nightly", cron=cron, parameters=parameters),
+          data_flow.to_deployment(name="data", parameters=parameters),
+          training_flow.to_deployment(name="training", parameters=parameters),
+          release_flow.to_deployment(name="release", parameters=parameters),
+          stage_flow.to_deployment(name="stage", parameters={**parameters, "name": "ingest"}),
+          limit=1)  # one run at a time: stages share the project's files
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    os.chdir(PROJECT)  # runs read params.yaml and write under the project, as `dvc repro` does
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))
+    os.environ.setdefault("PREFECT_RUNNER_HEARTBEAT_FREQUENCY", "30")  # long training is alive, not a zombie
+    sys.path.insert(0, str(PROJECT))
+    server = None if args.no_server or os.environ.get("PREFECT_API_URL") else start_server(args.host, args.port)
+    try:
+        serve_deployments(args.cron, args.config_file, args.overrides)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

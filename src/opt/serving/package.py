@@ -1,0 +1,143 @@
+"""`opt package`: the best evaluated model -> the BentoML model store -> a Bento.
+
+Candidates: the run at paths.root and each `opt compare` variant (compare/<variant>/), each
+with its metrics/eval.json. The best by `serve.metric` (a dotted path task.split.metric into
+eval.json; `serve.metric_mode` max or min) is bundled (opt.serving.bundle) straight into a new
+model of the store (`bentoml.models.create`) with its metadata: metrics, data version, git
+revision and resolved config. Then a Bento is built from the project's bentofile.yaml, and
+metrics/package.json records the tags and the metric for DVC. The store is BENTOML_HOME
+(`serve.bentoml_home`, else $BENTOML_HOME, else ~/bentoml), never inside the project.
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+from opt.config import PROJECT_ROOT, path, root_dir, to_yaml
+from opt.data.dataset import read_params
+from opt.files import write_metrics
+from opt.serving.bundle import Candidate, write_bundle
+
+
+def candidates(cfg) -> list[Candidate]:
+    """The run itself and every `opt compare` variant that has metrics/eval.json."""
+    runs = [Candidate("run", path(cfg, "models"), path(cfg, "metrics") / "eval.json")]
+    compare = root_dir(cfg) / "compare"
+    for variant in sorted(compare.iterdir()) if compare.is_dir() else []:
+        runs.append(Candidate(f"compare/{variant.name}", variant / "models", variant / "metrics" / "eval.json"))
+    return [c for c in runs if c.metrics.exists() and (c.models / "pretrain" / "model.safetensors").exists()]
+
+
+def metric_value(results: dict, dotted: str) -> float | None:
+    """The number at a dotted path (keys may hold dots or slashes: the longest matching key wins)."""
+    node, rest = results, dotted
+    while rest:
+        if not isinstance(node, dict):
+            return None
+        keys = [k for k in node if rest == k or rest.startswith(f"{k}.")]
+        if not keys:
+            return None
+        key = max(keys, key=len)
+        node, rest = node[key], rest[len(key) + 1:]
+    return float(node) if isinstance(node, (int, float)) and math.isfinite(node) else None
+
+
+def select_best(scored: list[tuple[Candidate, dict]], metric: str, mode: str) -> tuple[Candidate, float]:
+    """The candidate whose `metric` is highest (mode max) or lowest (min); ties keep the first."""
+    if mode not in ("max", "min"):
+        raise ValueError(f"serve.metric_mode must be max or min, got {mode!r}")
+    valued = [(c, v) for c, results in scored if (v := metric_value(results, metric)) is not None]
+    if not valued:
+        raise ValueError(f"no evaluated model has metric {metric!r}: run `opt evaluate` or set serve.metric")
+    sign = 1.0 if mode == "max" else -1.0
+    return max(valued, key=lambda cv: sign * cv[1])
+
+
+def data_version(cfg) -> str:
+    """md5 of data/raw in dvc.lock when DVC tracked it, else the manifest's sha256 from prepare."""
+    lock = root_dir(cfg) / "dvc.lock"
+    raw = str(cfg.paths.raw)
+    if lock.exists():
+        for out in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get("ingest", {}).get("outs", []):
+            if out.get("path") == raw and out.get("md5"):
+                return f"dvc-md5:{out['md5']}"
+    return f"manifest-sha256:{read_params(path(cfg, 'prepared'))['source']['manifest_sha256']}"
+
+
+def git_revision(root: Path) -> str | None:
+    """HEAD of the git repository holding `root` (suffix "-dirty" with local changes), or None."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def bentoml_home(cfg) -> Path:
+    """The BentoML store folder; refused inside the project (it would be versioned and copied)."""
+    home = Path(cfg.serve.bentoml_home or os.environ.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser().resolve()
+    if home == root_dir(cfg) or root_dir(cfg) in home.parents:
+        raise ValueError(f"BentoML home {home} lies inside the project {root_dir(cfg)}: set serve.bentoml_home")
+    os.environ["BENTOML_HOME"] = str(home)  # read by bentoml when first used in this process
+    return home
+
+
+def without_none(value):
+    """Nested dicts/lists with None entries dropped (BentoML metadata refuses None)."""
+    if isinstance(value, dict):
+        return {k: without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_none(v) for v in value if v is not None]
+    return value
+
+
+def import_model(cfg, best: Candidate, metadata: dict):
+    """A new model in the store holding the bundle of `best`; returns the bentoml Model."""
+    import bentoml
+
+    with bentoml.models.create(str(cfg.serve.model_name), module="opt.serving", metadata=metadata,
+                               labels={"candidate": best.name.replace("/", "-")}) as model:
+        write_bundle(cfg, best, Path(model.path))
+    return model
+
+
+def bentofile(cfg) -> Path:
+    """bentofile.yaml of the run's project, else of the project holding this code."""
+    for folder in (root_dir(cfg), PROJECT_ROOT):
+        if (folder / "bentofile.yaml").exists():
+            return folder / "bentofile.yaml"
+    raise FileNotFoundError(f"no bentofile.yaml in {root_dir(cfg)} or {PROJECT_ROOT}: the Bento is built from it")
+
+
+def build_bento(cfg, spec: Path, model_tag: str) -> str:
+    """Build a Bento from `spec` (build context: its folder) serving `model_tag`; returns the Bento tag."""
+    import bentoml
+
+    bento = bentoml.bentos.build_bentofile(str(spec), build_ctx=str(spec.parent), name=str(cfg.serve.bento_name),
+                                           args={"model": model_tag})
+    return str(bento.tag)
+
+
+def package(cfg) -> dict:
+    """Stage `opt package`: choose, import, build; writes metrics/package.json."""
+    home = bentoml_home(cfg)
+    spec = bentofile(cfg) if cfg.serve.build_bento else None
+    scored = [(c, c.eval_results()) for c in candidates(cfg)]
+    best, value = select_best(scored, str(cfg.serve.metric), str(cfg.serve.metric_mode))
+    metadata = {"metric": str(cfg.serve.metric), "metric_value": value, "candidate": best.name,
+                "metrics": without_none(next(results for c, results in scored if c is best)),
+                "data_version": data_version(cfg), "git_revision": git_revision(root_dir(cfg)) or "none",
+                "config": to_yaml(cfg)}  # resolved; YAML text because BentoML metadata holds no None
+    model = import_model(cfg, best, metadata)
+    bento = build_bento(cfg, spec, str(model.tag)) if spec else None
+    result = {"model": str(model.tag), "bento": bento, "candidate": best.name, "metric": str(cfg.serve.metric),
+              "metric_value": value, "candidates": len(scored)}
+    write_metrics(cfg, "package", result)
+    print(f"package: {best.name} ({cfg.serve.metric} = {value:.4f}) -> model {model.tag}, bento {bento} in {home}")
+    return result

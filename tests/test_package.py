@@ -1,0 +1,108 @@
+"""`opt package`: best-model selection, the bundle it imports into the BentoML store, the Bento."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from opt.config import CONFIG_DIR, OPTConfig, load_config
+from opt.serving.bundle import Candidate
+from opt.serving.package import bentoml_home, metric_value, select_best
+from serving_fixtures import PROJECT, TEST_LIMITS, package_tiny
+
+
+def candidate(name: str) -> Candidate:
+    return Candidate(name, Path(name), Path(name) / "eval.json")
+
+
+def test_serve_group_file_spells_out_every_schema_key():
+    schema = OmegaConf.structured(OPTConfig).serve
+    file = OmegaConf.load(CONFIG_DIR / "serve" / "default.yaml")
+    assert set(file.keys()) == set(schema.keys())
+    for group in ("limits", "batching"):
+        assert set(file[group].keys()) == set(schema[group].keys())
+    assert load_config([]).serve.host == "127.0.0.1"
+
+
+def test_metric_value_walks_dotted_paths_with_slashed_keys():
+    results = {"retrieval": {"test": {"text_to_image/R@1": 0.5, "nan": math.nan}}, "a.b": {"c": 2}}
+    assert metric_value(results, "retrieval.test.text_to_image/R@1") == 0.5
+    assert metric_value(results, "a.b.c") == 2.0
+    assert metric_value(results, "retrieval.test.missing") is None
+    assert metric_value(results, "retrieval.test.nan") is None  # not a usable number
+    assert metric_value(results, "retrieval.test") is None  # a dict, not a number
+
+
+def test_select_best_by_metric_and_mode():
+    scored = [(candidate("a"), {"t": {"s": {"m": 0.2}}}), (candidate("b"), {"t": {"s": {"m": 0.7}}}),
+              (candidate("c"), {"t": {"s": {}}}), (candidate("d"), {"t": {"s": {"m": 0.1}}})]
+    best, value = select_best(scored, "t.s.m", "max")
+    assert (best.name, value) == ("b", 0.7)
+    best, value = select_best(scored, "t.s.m", "min")  # e.g. WER: lower is better
+    assert (best.name, value) == ("d", 0.1)
+    with pytest.raises(ValueError, match="no evaluated model"):
+        select_best(scored, "t.s.other", "max")
+    with pytest.raises(ValueError, match="max or min"):
+        select_best(scored, "t.s.m", "best")
+
+
+def test_bentoml_home_must_lie_outside_the_project(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "elsewhere"))  # bentoml_home() sets it
+    cfg = load_config([f"paths.root={tmp_path}", f"serve.bentoml_home={tmp_path / 'bentoml'}"])
+    with pytest.raises(ValueError, match="inside the project"):
+        bentoml_home(cfg)
+
+
+@pytest.fixture(scope="module")
+def packaged(pretrained_synth, tmp_path_factory):
+    return package_tiny(pretrained_synth, tmp_path_factory)
+
+
+def test_package_imports_a_self_contained_model_and_builds_a_bento(packaged):
+    result = packaged["result"]
+    assert result["candidate"] == "run" and result["metric_value"] == 0.25
+    assert result["model"].startswith("opt:") and result["bento"].startswith("opt_service:")
+    script = ("import bentoml, json, sys; m = bentoml.models.get(sys.argv[1]); b = bentoml.bentos.get(sys.argv[2]);"
+              "print(json.dumps({'path': m.path, 'meta': m.info.metadata, 'bento': b.path}))")
+    out = subprocess.run([sys.executable, "-c", script, result["model"], result["bento"]], env=packaged["env"],
+                         capture_output=True, text=True, check=True)
+    info = json.loads(out.stdout)
+    meta, model = info["meta"], Path(info["path"])
+    assert meta["metric"] == "retrieval.test.text_to_image/R@1" and meta["metrics"]["retrieval"]
+    assert meta["data_version"].startswith(("dvc-md5:", "manifest-sha256:"))
+    assert meta["git_revision"] and "model:" in meta["config"]
+    for part in ("config.yaml", "bundle.json", "models/pretrain/model.safetensors", "models/pretrain/config.json",
+                 "models/finetune/retrieval/model.safetensors", "models/image_tokenizer/vq.safetensors",
+                 "data/prepared/params.json", "data/prepared/tokenizer.json", "data/prepared/test/shards.json"):
+        assert (model / part).exists(), part
+    bundle = json.loads((model / "bundle.json").read_text())
+    assert bundle["finetuned"] == ["retrieval"] and bundle["gallery"]["split"] == "test"
+    assert bundle["vocab"]["classification"] and bundle["vocab"]["vqa"]["answers"]
+    assert not (model / "data" / "prepared" / "train").exists()  # only the gallery split travels
+    assert str(PROJECT) not in str(model)  # the store lives outside the project
+    assert (Path(info["bento"]) / "src" / "src" / "opt" / "serving" / "service.py").exists()
+
+
+def test_package_prefers_a_better_compare_variant(packaged, tmp_path):
+    """A variant under compare/ with a higher metric wins; its own models are bundled."""
+    root = packaged["root"]
+    variant = root / "compare" / "full"
+    try:
+        (variant / "metrics").mkdir(parents=True)
+        (variant / "models").symlink_to(root / "models", target_is_directory=True)
+        (variant / "metrics" / "eval.json").write_text(json.dumps({"retrieval": {"test": {"text_to_image/R@1": 0.9}}}))
+        out = subprocess.run(["opt", "package", *packaged["overrides"], *TEST_LIMITS, "serve.build_bento=false"], cwd=PROJECT,
+                             env=packaged["env"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
+        result = json.loads((root / "metrics" / "package.json").read_text())
+        assert (result["candidate"], result["metric_value"], result["bento"]) == ("compare/full", 0.9, None)
+    finally:
+        import shutil
+
+        shutil.rmtree(root / "compare", ignore_errors=True)
+        (root / "metrics" / "package.json").write_text(json.dumps(packaged["result"]))
