@@ -3,6 +3,7 @@ import pytest
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 
+from flows.data import data_flow
 from flows.pipeline import opt_pipeline, stage_flow
 from opt.files import sha256_file
 from opt.stages import StageFailed, run_stage
@@ -47,6 +48,14 @@ def test_failed_validation_stops_the_flow_before_training(tmp_path):
     assert (tmp_path / "reports/validation.json").exists()
     assert not (tmp_path / "data/prepared").exists()
     assert not (tmp_path / "models").exists()
+
+
+def test_data_flow_outside_a_dvc_project_needs_versioning_off(tmp_path):
+    overrides = [f"paths.root={tmp_path}", *TINY]
+    with pytest.raises(StageFailed, match="not a DVC project"):
+        data_flow(overrides)
+    result = data_flow([*overrides, "versioning.backend=none"])
+    assert result["validate"]["failed"] == [] and result["version"] == {"backend": "none", "recorded": False}
 
 
 def test_stage_reruns_only_when_inputs_or_outputs_change(tmp_path):

@@ -149,7 +149,7 @@ class LakeFSConfig:
 @dataclass
 class VersioningConfig:
     """`opt data version|versions|rollback`: versions of the raw data (data/raw, data/sources)."""
-    backend: str = "dvc"  # dvc (git revisions + DVC cache/remote) | lakefs
+    backend: str = "dvc"  # dvc (git revisions + DVC cache/remote) | lakefs | none (scratch runs: record nothing)
     push: bool = True  # dvc: push the new version to the default DVC remote when one is configured
     lakefs: LakeFSConfig = field(default_factory=LakeFSConfig)
 

@@ -25,7 +25,11 @@ def backend(cfg):
 
 
 def version(cfg) -> dict:
-    """Record the current raw data as a version; returns its id, hashes and record counts."""
+    """Record the current raw data as a version; returns its id, hashes and record counts.
+    `versioning.backend=none` (a scratch run outside any DVC project) records nothing, saying so."""
+    if cfg.versioning.backend == "none":
+        print("version: versioning.backend=none: the raw data is not recorded as a version")
+        return {"backend": "none", "recorded": False}
     return backend(cfg).version(cfg)
 
 
