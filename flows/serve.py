@@ -14,9 +14,9 @@ import argparse
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
+
+from opt.servers import wait_ready
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -32,20 +32,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def wait_healthy(api_url: str, server: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"prefect server exited with code {server.returncode}; is port already in use?")
-        try:
-            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"prefect server did not answer at {api_url}/health within {timeout:.0f} s")
-
-
 def start_server(host: str, port: int) -> subprocess.Popen:
     """`prefect server start` as a child process; returns once its API answers."""
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
@@ -53,7 +39,7 @@ def start_server(host: str, port: int) -> subprocess.Popen:
     server = subprocess.Popen([str(prefect), "server", "start", "--host", host, "--port", str(port)], env=env)
     api_url = f"http://{host}:{port}/api"
     try:
-        wait_healthy(api_url, server)
+        wait_ready(server, f"{api_url}/health", timeout=120, describe=lambda: f"is port {port} already in use?")
     except BaseException:
         server.terminate()
         raise

@@ -1,6 +1,5 @@
 """Issue 2's must-show, through the console script: ingest is byte-deterministic, then
 validate and prepare succeed on the result; ingestion replaces data/raw whole."""
-import hashlib
 import os
 import subprocess
 import sys
@@ -8,6 +7,7 @@ import sys
 import pytest
 
 from opt.data.manifest import MANIFEST, read_manifest
+from opt.files import file_hashes
 
 N = 48
 
@@ -15,12 +15,6 @@ N = 48
 def opt(*args):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "opt.cli", *args], capture_output=True, text=True, env=env)
-
-
-def tree_digest(folder):
-    """{relative path: sha256} of every file below `folder`."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +28,13 @@ def ingested(tmp_path_factory):
 def test_ingest_twice_gives_identical_bytes(ingested):
     root, first = ingested
     raw = root / "data" / "raw"
-    digest = tree_digest(raw)
+    digest = file_hashes(raw)
     assert f"kept {N}, quarantined 0" in first.stdout
     assert sum(name.endswith(".png") for name in digest) == N
     assert sum(name.endswith(".flac") for name in digest) == N
     again = opt("ingest", "data.source=synth", f"data.n={N}", "data.seed=3", f"paths.root={root}")
     assert again.returncode == 0, again.stderr
-    assert tree_digest(raw) == digest
+    assert file_hashes(raw) == digest
     assert len(read_manifest(raw)) == N
 
 

@@ -5,7 +5,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.data import data_flow
 from flows.pipeline import opt_pipeline, stage_flow
-from opt.files import sha256_file
+from opt.files import file_hashes
 from opt.stages import StageFailed, run_stage
 from opt.tasks import TASK_NAMES
 from scratch import TINY, make_scratch_project, sh
@@ -73,14 +73,9 @@ def test_stage_reruns_only_when_inputs_or_outputs_change(tmp_path):
     assert (tmp_path / "reports/validation.json").stat().st_mtime_ns != before[tmp_path / "reports/validation.json"]
 
 
-def raw_digest(root):
-    files = sorted(p for p in (root / "data/raw").rglob("*") if p.is_file())
-    return {p.relative_to(root).as_posix(): sha256_file(p) for p in files}
-
-
 def test_generation_fans_out_through_a_prefect_task_runner_with_the_same_bytes(tmp_path):
     common = ["data.n=34", "data.workers=2", "data.seed=3"]
     run_stage("ingest", [f"paths.root={tmp_path / 'local'}", *common])
     stage_flow("ingest", [f"paths.root={tmp_path / 'fanned'}", *common, "data.executor=prefect"])
-    local, fanned = raw_digest(tmp_path / "local"), raw_digest(tmp_path / "fanned")
+    local, fanned = file_hashes(tmp_path / "local/data/raw"), file_hashes(tmp_path / "fanned/data/raw")
     assert len(local) == 34 * 2 + 2 and fanned == local

@@ -3,13 +3,14 @@ its cron schedule, and a run triggered through the API is picked up and complete
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from opt.servers import free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -34,12 +35,6 @@ TRIGGER = textwrap.dedent('''
     crons = [s.schedule.cron for s in nightly.schedules]
     print(json.dumps({"state": run.state.type.value, "crons": crons}))
 ''')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.timeout(420)

@@ -1,11 +1,11 @@
 """The trainer: exact resume, DDP equivalence, atomic safetensors checkpoints, loss logs."""
 import csv
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from opt.servers import free_port
 from opt.train import checkpoint as ckpt
 from opt.train.schedule import lr_factor
 from opt.train.trainer import Trainer
@@ -45,12 +45,6 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):
     with pytest.warns(UserWarning, match="another configuration"):
         assert not other.resume()
     assert other.step == 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_process_gloo_ddp_gives_the_same_update_as_one_process(tmp_path):

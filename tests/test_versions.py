@@ -20,15 +20,15 @@ from scratch import ENV, TINY, make_scratch_project, sh
 from opt.cli import show_config
 from opt.config import PROJECT_ROOT, load_config
 from opt.data.ingest import ingest
-from opt.files import sha256_file
+from opt.files import file_hashes
 from opt.versions import VersionError, rollback, tag, version, versions
 from opt.versions.snapshot import ingest_frozen, set_ingest_frozen
 
 
 def snapshot(root: Path) -> dict[str, str]:
     """sha256 of every file under data/raw and data/sources, by path."""
-    return {p.relative_to(root).as_posix(): sha256_file(p)
-            for folder in ("data/raw", "data/sources") for p in sorted((root / folder).rglob("*")) if p.is_file()}
+    return {f"{folder}/{name}": digest for folder in ("data/raw", "data/sources")
+            for name, digest in file_hashes(root / folder).items()}
 
 
 def opt_fails(*args, cwd, env=None) -> str:

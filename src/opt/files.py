@@ -17,6 +17,12 @@ def sha256_file(file: Path) -> str:
     return digest.hexdigest()
 
 
+def file_hashes(folder: Path) -> dict[str, str]:
+    """{path relative to `folder` (posix): sha256} of every file below it; empty if it is absent."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def write_metrics(cfg, name: str, metrics: dict) -> Path:
     """metrics/<name>.json under the run's root (what `dvc metrics show` reads)."""
     out = path(cfg, "metrics") / f"{name}.json"

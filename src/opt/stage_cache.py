@@ -81,9 +81,14 @@ def tree_digest(target: Path) -> str:
     return digest.hexdigest()
 
 
+def _param(cfg, key: str):
+    value = OmegaConf.select(cfg, key)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 def _params(stage: dict, cfg) -> dict:
-    return {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-            for key in stage.get("params", []) for value in [OmegaConf.select(cfg, key)]}
+    """The values of the stage's dvc.yaml `params` keys (`data`, `task.steps`) in this run's config."""
+    return {key: _param(cfg, key) for key in stage.get("params", [])}
 
 
 def cache_key(name: str, cfg) -> str | None:

@@ -6,6 +6,7 @@ the default `ProcessPoolTaskRunner` uses this machine's cores; a Dask or Ray tas
 """
 from __future__ import annotations
 
+import inspect
 from importlib import import_module
 from typing import Iterator
 
@@ -24,8 +25,8 @@ def make_task_runner(spec: str, workers: int):
     """`module:Class` -> an instance; process pools get `max_workers=workers`."""
     module, _, name = spec.partition(":")
     runner_class = getattr(import_module(module), name)
-    return runner_class(max_workers=workers) if "max_workers" in runner_class.__init__.__code__.co_varnames \
-        else runner_class()
+    takes_workers = "max_workers" in inspect.signature(runner_class).parameters
+    return runner_class(max_workers=workers) if takes_workers else runner_class()
 
 
 def map_blocks_with_prefect(blocks: list[list], workers: int, context: WorkerContext, spec: str) -> Iterator[list[dict]]:
