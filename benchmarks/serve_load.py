@@ -6,7 +6,8 @@ port of 127.0.0.1, or --url), next to the packaged model called in-process throu
 decoding (opt.serving.inputs) and runtime (opt.serving.runtime): one request at a time, and
 one batch of 32 (the ceiling adaptive batching can reach). Prints a markdown table and checks
 the targets: at concurrency 1 the service adds < 15% to the in-process p50; at concurrency 32
-adaptive batching gives >= 2x the throughput of concurrency 1.
+adaptive batching gives >= 2x the throughput of concurrency 1. A `health` row (no model call)
+gives the floor: what one HTTP request through the service costs with no model work.
 
     opt package ...                                   # a model in the store (BENTOML_HOME)
     python benchmarks/serve_load.py --model opt:latest --requests 200
@@ -95,7 +96,8 @@ async def load(url: str, endpoint: str, concurrency: int, n: int) -> dict:
 
     png = sample_png()
     requests = {"caption": lambda c: c.post("/caption", files={"image": ("x.png", png, "image/png")}),
-                "retrieve": lambda c: c.post("/retrieve", json={"text": PROMPT, "k": 5})}
+                "retrieve": lambda c: c.post("/retrieve", json={"text": PROMPT, "k": 5}),
+                "health": lambda c: c.post("/health")}  # no model call: the floor of one request
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         for _ in range(3):
@@ -136,14 +138,15 @@ def main() -> None:
         proc, args.url = start_server({**os.environ, "OPT_SERVE_MODEL": str(model.tag)}, image_file.parent / "serve.log")
     try:
         served = {e: {c: asyncio.run(load(args.url, e, c, args.requests)) for c in levels} for e in calls}
+        floor = asyncio.run(load(args.url, "health", 1, args.requests))
     finally:
         if proc is not None:
             stop_server(proc)
     local = best_of(before, in_process(calls, args.requests, max(levels)))  # measured before and after
-    report(str(model.tag), local, served, levels)
+    report(str(model.tag), local, served, levels, floor)
 
 
-def report(tag: str, local: dict, served: dict, levels: list[int]) -> None:
+def report(tag: str, local: dict, served: dict, levels: list[int], floor: dict) -> None:
     print(f"model {tag}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores\n")
     print("| endpoint | called | concurrency | p50 ms | p99 ms | requests/s |\n|---|---|---:|---:|---:|---:|")
     for endpoint in local:
@@ -153,7 +156,10 @@ def report(tag: str, local: dict, served: dict, levels: list[int]) -> None:
         for c in levels:
             s = served[endpoint][c]
             print(f"| {endpoint} | bentoml serve | {c} | {s['p50']:.1f} | {s['p99']:.1f} | {s['rps']:.1f} |")
+    print(f"| health (no model call) | bentoml serve | 1 | {floor['p50']:.1f} | {floor['p99']:.1f} | {floor['rps']:.1f} |")
     print()
+    print(f"floor: one request through the service with no model work takes {floor['p50']:.1f} ms (p50); "
+          "an endpoint adds at least this to its in-process time")
     for endpoint in local:
         overhead = served[endpoint][1]["p50"] / local[endpoint]["c1"]["p50"] - 1
         gain = served[endpoint][max(levels)]["rps"] / served[endpoint][1]["rps"]

@@ -20,3 +20,7 @@ def test_compare_writes_the_table_of_every_variant(pretrained_synth):
     assert no_pretraining["step"] == 0
     audio_free = load_config(overrides + ["objectives=image_text"]).objectives
     assert audio_free.use_audio is False
+    for name in VARIANTS:  # one image tokenizer and one probe judge every variant
+        for tool in ("image_tokenizer", "probe"):
+            assert (root / "compare" / name / "models" / tool).resolve() == (root / "models" / tool).resolve()
+    assert (root / "models" / "probe" / "probe.safetensors").exists()

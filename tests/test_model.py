@@ -71,6 +71,31 @@ def test_generation_with_kv_cache_equals_generation_without(decoder_name, vocab)
     assert torch.equal(sampled_cached, sampled_plain)
 
 
+def test_guided_generation_mixes_conditional_and_null_logits():
+    """Guidance 1 is plain conditional decoding; guided decoding equals a step-by-step reference
+    that mixes the logits of the two contexts, with and without the KV cache; top-1 sampling is greedy."""
+    model = tiny_model(seed=3, image_decoder_layers=2).eval()
+    fused = model(random_batch(3, seed=1))
+    hidden = {m: torch.zeros(3, dtype=torch.bool) for m in Modality}
+    null = model.fuse(model.encode(random_batch(3, seed=1)), hidden)
+    decoder = model.image_decoder
+    plain = decoder.generate(fused.tokens, fused.valid)
+    assert torch.equal(decoder.generate(fused.tokens, fused.valid, null_context=(null.tokens, null.valid)), plain)
+    assert torch.equal(decoder.generate(fused.tokens, fused.valid, temperature=1.0, top_k=1), plain)
+    scale, steps = 3.0, 6
+    guided = [decoder.generate(fused.tokens, fused.valid, steps=steps, use_cache=cache,
+                               null_context=(null.tokens, null.valid), guidance=scale) for cache in (True, False)]
+    assert torch.equal(guided[0], guided[1])
+    prefix = torch.zeros(3, 0, dtype=torch.long)
+    for _ in range(steps):  # reference: teacher forcing on the prefix, next symbol from mixed logits
+        probe = torch.cat([prefix, torch.zeros(3, 1, dtype=torch.long)], dim=1)
+        cond = decoder(probe, fused.tokens, fused.valid)[:, -1]
+        free = decoder(probe, null.tokens, null.valid)[:, -1]
+        prefix = torch.cat([prefix, (free + scale * (cond - free)).argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(guided[0], prefix)
+    assert not torch.equal(guided[0], plain[:, :steps])  # the null half changed something
+
+
 def test_teacher_forcing_is_causal():
     """Logits at position t must not depend on targets at positions >= t."""
     model = tiny_model().eval()

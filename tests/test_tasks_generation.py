@@ -11,16 +11,18 @@ import pytest
 import torch
 
 from opt.config import load_config
+from opt.model.masking import Draw
 from opt.stages import run_stage
 from opt.tasks import get_task
 from opt.tasks.base import TaskContext, TaskObjective
-from opt.tasks.run import finetuned_dir, load_pretrained, load_task_model
+from opt.tasks.run import finetuned_dir, load_pretrained, load_task_model, task_steps
 from opt.train.data import batches
 
 EXPECTED = {
     "captioning": {"bleu4", "cider", "bleu4_image_audio", "cider_image_audio"},
     "speech_recognition": {"wer", "sentence_accuracy"},
-    "text_to_image": {"frechet_distance", "attribute_accuracy", "exact_match", "probe_accuracy", "probe_exact_match"},
+    "text_to_image": {"frechet_distance", "attribute_accuracy", "exact_match", "probe_accuracy", "probe_exact_match",
+                      "chance_accuracy"},
 }
 
 
@@ -39,8 +41,9 @@ def test_finetune_then_evaluate_writes_metrics_and_pictures(pretrained_synth, na
     root, overrides = pretrained_synth
     overrides = overrides + [f"task={name}", "task.steps=3"]
     result = run_stage("finetune", overrides)
-    assert result["step"] == 3 and set(result["val"]) == EXPECTED[name]
     cfg = load_config(overrides)
+    assert result["step"] == task_steps(cfg.task) == 3 * (6 if name == "text_to_image" else 1)
+    assert set(result["val"]) == EXPECTED[name]
     assert (finetuned_dir(cfg, name) / "model.safetensors").exists()
     context, task = TaskContext(cfg), get_task(name)
     task_model = load_task_model(cfg, task, context)
@@ -70,3 +73,17 @@ def test_finetuning_lowers_the_task_loss_on_a_repeated_batch(pretrained_synth, n
         optimiser.step()
         losses.append(out[f"{name}_loss"].item())
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("hidden_share", [0.0, 1.0])
+def test_text_to_image_hides_the_configured_share_of_prompts(pretrained_synth, hidden_share):
+    """With every prompt hidden the loss cannot depend on the text; with none hidden it does."""
+    _, overrides = pretrained_synth
+    cfg = load_config(overrides + ["task=text_to_image", f"task.null_text_prob={hidden_share}"])
+    context, task = TaskContext(cfg), get_task("text_to_image")
+    model = load_pretrained(cfg).eval()
+    batch = next(batches(context.split("train"), 4))
+    other = {**batch, "tokens": batch["tokens"].roll(1, dims=0), "token_count": batch["token_count"].roll(1, dims=0)}
+    with torch.no_grad():
+        losses = [task.losses(model, None, b, Draw(torch.Generator().manual_seed(0)), context)["loss"] for b in (batch, other)]
+    assert torch.allclose(losses[0], losses[1]) == (hidden_share == 1.0)

@@ -33,7 +33,7 @@ class VQConfig:
     hidden: int = 64
     commitment: float = 0.25
     ema_decay: float = 0.99
-    steps: int = 300
+    steps: int = 1500
     batch_size: int = 64
     lr: float = 2e-3
 
@@ -63,12 +63,17 @@ class TaskConfig:
     """Fine-tuning budget of one downstream task (`configs/task/<name>.yaml`)."""
     name: str = "retrieval"  # retrieval | classification | vqa | captioning | speech_recognition | text_to_image
     steps: int = 50
+    step_factors: dict[str, int] = field(default_factory=lambda: {"text_to_image": 6})  # task -> multiple of steps
     batch_size: int = 32
     lr: float = 3e-4
     from_scratch: bool = False  # True: no pre-training (the paper's baseline)
     rerank_k: int = 0  # retrieval: re-rank each text+audio query's top k with the matching head (0: off)
     any_modality: bool = False  # classification: also a fused head fed any subset of modalities
-    probe_steps: int = 300  # text_to_image: training steps of the attribute probe (cached per dataset)
+    probe_steps: int = 3000  # text_to_image: training steps of the attribute probe (cached per dataset)
+    null_text_prob: float = 0.1  # text_to_image: share of fine-tuning prompts hidden, so guidance has a null half
+    image_guidance: float = 3.0  # text_to_image: classifier-free guidance scale (1: plain conditional)
+    image_temperature: float = 1.0  # text_to_image: sampling temperature of the VQ codes (0: greedy)
+    image_top_k: int = 32  # text_to_image: sample among the k most likely codes (0: all)
 
 
 @dataclass

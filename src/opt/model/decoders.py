@@ -30,25 +30,48 @@ class Decoder(nn.Module):
         return self.head(self.stack(x, causal=True, context=context, context_mask=key_mask(context_valid)))
 
     @torch.no_grad()
-    def generate(self, context: Tensor, context_valid: Tensor, steps: int | None = None,
-                 use_cache: bool = True, temperature: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
-        """Greedy (temperature 0) or sampled decoding -> symbols (B, steps)."""
+    def generate(self, context: Tensor, context_valid: Tensor, steps: int | None = None, use_cache: bool = True,
+                 temperature: float = 0.0, top_k: int = 0, generator: torch.Generator | None = None,
+                 null_context: tuple[Tensor, Tensor] | None = None, guidance: float = 1.0) -> Tensor:
+        """Greedy (temperature 0) or sampled decoding -> symbols (B, steps).
+
+        Classifier-free guidance: with `null_context` (tokens (B,S',D), valid (B,S')) the logits are
+        null + guidance * (conditional - null), both halves decoded as one batch of 2B rows."""
         steps = steps or self.length
         b = context.shape[0]
+        guided = null_context is not None and guidance != 1.0
+        if guided:
+            context, context_valid = pad_cat(context, context_valid, *null_context)
         out = torch.full((b, 1), self.bos, dtype=torch.long, device=context.device)
         cache = [{} for _ in self.stack.blocks] if use_cache else None
         cmask = key_mask(context_valid)
         for t in range(steps):
             inputs = out[:, -1:] if use_cache else out  # (B,1) with a cache, else the whole prefix
+            inputs = inputs.repeat(2, 1) if guided else inputs
             x = self.embed(inputs) + self.pos[:, t + 1 - inputs.shape[1]: t + 1]
             logits = self.head(self.stack(x, causal=True, context=context, context_mask=cmask, cache=cache))[:, -1]
-            out = torch.cat([out, sample(logits, temperature, generator)[:, None]], dim=1)
+            if guided:
+                conditional, null = logits.float().chunk(2)
+                logits = null + guidance * (conditional - null)
+            out = torch.cat([out, sample(logits, temperature, top_k, generator)[:, None]], dim=1)
         return out[:, 1:]
 
 
-def sample(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
-    """(B,V) -> (B,) argmax at temperature 0, else a draw from softmax(logits / temperature)."""
+def pad_cat(a: Tensor, a_valid: Tensor, b: Tensor, b_valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Two contexts (B,S,D), (B,S',D) with valid masks -> one (2B,max(S,S'),D), padding marked invalid."""
+    length = max(a.shape[1], b.shape[1])
+    tokens = [torch.nn.functional.pad(x, (0, 0, 0, length - x.shape[1])) for x in (a, b)]
+    valid = [torch.nn.functional.pad(v, (0, length - v.shape[1])) for v in (a_valid, b_valid)]
+    return torch.cat(tokens), torch.cat(valid)
+
+
+def sample(logits: Tensor, temperature: float, top_k: int = 0, generator: torch.Generator | None = None) -> Tensor:
+    """(B,V) -> (B,) argmax at temperature 0, else a draw from softmax(logits / temperature),
+    restricted to the `top_k` most likely symbols when top_k > 0."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    logits = logits.float() / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)[:, 0]

@@ -22,7 +22,7 @@ from opt.tasks.captioning import generate_captions, to_uint8
 from opt.tasks.questions import Question
 from opt.tasks.retrieval import Retrieval, fused_query
 from opt.tasks.run import load_task_model
-from opt.tasks.text_to_image import images_from_text, load_vq
+from opt.tasks.text_to_image import ImageSampling, images_from_text, load_vq
 from opt.train.data import mel_normalisation, training_split
 
 T, I, A = Modality.TEXT, Modality.IMAGE, Modality.AUDIO
@@ -103,8 +103,9 @@ class Runtime:
 
     @torch.no_grad()
     def generate_images(self, prompts: list[str]) -> np.ndarray:
-        """B prompts -> (B,S,S,3) uint8 images (image decoder -> VQ codes -> VQ decoder)."""
-        images = images_from_text(self.models["text_to_image"].opt, self.vq, self.text_batch(prompts))
+        """B prompts -> (B,S,S,3) uint8 images (image decoder -> sampled VQ codes -> VQ decoder)."""
+        images = images_from_text(self.models["text_to_image"].opt, self.vq, self.text_batch(prompts),
+                                  ImageSampling.from_config(self.cfg.task))
         return np.stack([to_uint8(im) for im in images])
 
     @torch.no_grad()

@@ -1,7 +1,7 @@
 """`opt compare`: the paper's comparisons on our data, at the configured budget.
 
-Each variant pre-trains its own model (sharing data/raw, data/prepared and the image
-tokenizer of the run's root), fine-tunes every task and evaluates it; the table of headline
+Each variant pre-trains its own model (sharing data/raw, data/prepared, the image tokenizer
+and the text-to-image probe of the run's root), fine-tunes every task and evaluates it; the table of headline
 metrics on `test` goes to metrics/compare.json and reports/compare.md. Variants: no
 pre-training (the same model, 0 pre-training steps); pre-training without audio; without each
 of the token, modality and sample levels; full tri-modal pre-training.
@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from opt.config import load_config, path, typed
 from opt.files import write_metrics
 from opt.tasks import TASK_NAMES
+from opt.tasks.probe import probe_dir
 from opt.tasks.run import evaluate, finetune
 from opt.train.data import image_tokenizer_dir
 from opt.train.image_tokenizer import image_tokenizer
@@ -40,16 +41,20 @@ def variant_config(cfg, name: str):
     return v
 
 
-def share_image_tokenizer(cfg, vcfg) -> None:
-    target = image_tokenizer_dir(vcfg)
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(image_tokenizer_dir(cfg), target, target_is_directory=True)
+def share_tools(cfg, vcfg) -> None:
+    """Link the variant's image tokenizer and attribute probe to the run's: every variant's codes
+    and generated images are judged by the same tools."""
+    for folder in (image_tokenizer_dir, probe_dir):
+        source, target = folder(cfg), folder(vcfg)
+        if not target.exists() and not target.is_symlink():
+            source.mkdir(parents=True, exist_ok=True)  # the probe is trained on first use, into the run's folder
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(source, target, target_is_directory=True)
 
 
 def run_variant(cfg, name: str) -> dict:
     vcfg = variant_config(cfg, name)
-    share_image_tokenizer(cfg, vcfg)
+    share_tools(cfg, vcfg)
     pretrain(vcfg)
     for task in TASK_NAMES:
         vcfg.task.name = task

@@ -3,6 +3,12 @@ predict which scene attributes (colour, shape, size of any object) are present, 
 
 Trained on first use and cached under models/probe/ (weights plus its label list); its penultimate
 features (B,F) also serve the Fréchet distance between generated and real images.
+
+Design notes (measured on the default 2,000-scene data, test split): GroupNorm, not BatchNorm
+(attribute channels fire for a few images of a batch, so BatchNorm's running statistics differ
+from its batch statistics and eval-mode accuracy fell from 0.94 to 0.49 on the train images);
+max-pooled features (presence of small objects); flips and shifts. 3,000 steps: label-set
+accuracy 0.95, exact set 0.76 (300 steps of the first design: 0.43, 0.01).
 """
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ from opt.train.data import prepared_identity
 PROBE_BATCH = 32
 PROBE_LR = 2e-3
 FEATURES = 64
+SHIFT = 4  # pixels of random shift in training
+VERSION = 2  # of the probe's design: a cached probe of another version is retrained
 ATTRIBUTES = ("color", "shape", "size")
 
 
@@ -46,12 +54,12 @@ class Probe(nn.Module):
         super().__init__()
         layers, channels = [], [3, width, width, 2 * width, FEATURES]
         for c_in, c_out in zip(channels[:-1], channels[1:]):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(8, c_out), nn.ReLU()]
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(FEATURES, max(1, n_labels))
 
     def features(self, images: Tensor) -> Tensor:
-        return self.body(images * 2 - 1).mean(dim=(2, 3))  # (B,F)
+        return self.body(images * 2 - 1).amax(dim=(2, 3))  # (B,F)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.features(images))
@@ -60,6 +68,17 @@ class Probe(nn.Module):
 def load_images(dataset) -> Tensor:
     """Every image of a split as uint8 (N,3,H,W), read once."""
     return torch.stack([(dataset[i]["image"] * 255).round().to(torch.uint8) for i in range(len(dataset))])
+
+
+def augment(images: Tensor, g: torch.Generator, shift: int = SHIFT) -> Tensor:
+    """Random horizontal flips and shifts of up to `shift` pixels (edges replicated): (B,3,H,W) -> same.
+    Every scene shape is symmetric left-right, so a flip keeps the labels."""
+    b, _, h, w = images.shape
+    flip = torch.rand(b, generator=g) < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    padded = F.pad(images, (shift,) * 4, mode="replicate")
+    dy, dx = torch.randint(0, 2 * shift + 1, (2, b), generator=g).tolist()
+    return torch.stack([padded[i, :, y: y + h, x: x + w] for i, (y, x) in enumerate(zip(dy, dx))])
 
 
 @torch.enable_grad()  # evaluation runs under no_grad; the probe trains inside it on first use
@@ -72,7 +91,7 @@ def train_probe(images: Tensor, targets: Tensor, steps: int, seed: int = 0) -> P
     probe.train()
     for _ in range(steps if targets.shape[1] else 0):
         index = torch.randint(len(images), (min(PROBE_BATCH, len(images)),), generator=g)
-        logits = probe(images[index].float() / 255)
+        logits = probe(augment(images[index].float() / 255, g))
         loss = F.binary_cross_entropy_with_logits(logits, targets[index].float())
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -90,7 +109,7 @@ def load_or_train_probe(cfg, train_split) -> tuple[Probe, list[str]]:
     records = train_split.records()
     labels = sorted(set().union(*(scene_labels(r) for r in records))) if records else []
     out = probe_dir(cfg)
-    meta = {"labels": labels, "train_items": len(train_split), "steps": cfg.task.probe_steps, **prepared_identity(cfg)}
+    meta = {"version": VERSION, "labels": labels, "train_items": len(train_split), "steps": cfg.task.probe_steps, **prepared_identity(cfg)}
     if (out / "probe.json").exists() and json.loads((out / "probe.json").read_text()) == meta:
         probe = Probe(len(labels))
         probe.load_state_dict(load_file(out / "probe.safetensors"))

@@ -36,11 +36,16 @@ def load_pretrained(cfg, from_scratch: bool = False) -> OPT:
     return model
 
 
+def task_steps(task_cfg) -> int:
+    """Fine-tuning steps of the configured task: `steps`, times its entry in `step_factors`."""
+    return task_cfg.steps * int(task_cfg.step_factors.get(task_cfg.name, 1))
+
+
 def task_trainer_config(cfg):
-    t = cfg.task
-    return OmegaConf.create({**OmegaConf.to_container(cfg.trainer), "max_steps": t.steps, "batch_size": t.batch_size,
-                             "lr": t.lr, "warmup_steps": max(1, t.steps // 10), "init_from": None,
-                             "checkpoint_every": t.steps})
+    t, steps = cfg.task, task_steps(cfg.task)
+    return OmegaConf.create({**OmegaConf.to_container(cfg.trainer), "max_steps": steps, "batch_size": t.batch_size,
+                             "lr": t.lr, "warmup_steps": max(1, steps // 10), "init_from": None,
+                             "checkpoint_every": steps})
 
 
 def finetuned_dir(cfg, name: str):

@@ -1,5 +1,8 @@
 """Text-to-image: the image decoder generates the VQ codes of an image from the fused text tokens,
-and the VQ decoder renders them. Fine-tuned with the decoder loss on the real image's codes.
+and the VQ decoder renders them. Fine-tuned with the decoder loss on the real image's codes, with
+`task.null_text_prob` of the prompts hidden (only the fused CLS left), so that generation can use
+classifier-free guidance: codes are sampled (temperature, top-k) from null + s * (text - null).
+Greedy decoding collapses to the most common code, the background, whatever the prompt.
 
 Scored by a probe trained separately on real train images (opt.tasks.probe): attribute accuracy
 (multi-label set accuracy of the probe's verdict on the generated image against the prompt's
@@ -7,6 +10,8 @@ scene), exact match, the probe's own accuracy on the real images of the split, a
 distance between probe features of generated and real images.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,10 +32,23 @@ TEXT = Modality.TEXT
 EVAL_BATCH = 32
 
 
-def text_context(model, batch: dict):
-    """Fused text tokens -> Fused (tokens (B,S,D), valid (B,S))."""
+@dataclass
+class ImageSampling:
+    """How codes are drawn: classifier-free guidance scale, temperature (0: greedy), top-k (0: all)."""
+    guidance: float
+    temperature: float
+    top_k: int
+
+    @classmethod
+    def from_config(cls, task_cfg) -> "ImageSampling":
+        return cls(task_cfg.image_guidance, task_cfg.image_temperature, task_cfg.image_top_k)
+
+
+def text_context(model, batch: dict, shown: Tensor | None = None):
+    """Fused text tokens -> Fused (tokens (B,S,D), valid (B,S)); rows where `shown` (B,) is False
+    keep only the fused CLS (the null prompt)."""
     batch = trim_to_content(batch, model.cfg.audio_patch_frames, model.cfg.max_audio_patches)
-    return model.fuse(model.encode(batch, (TEXT,)))
+    return model.fuse(model.encode(batch, (TEXT,)), None if shown is None else {TEXT: shown})
 
 
 def load_vq(cfg):
@@ -41,20 +59,26 @@ def load_vq(cfg):
 
 
 @torch.no_grad()
-def images_from_text(model, vq, batch: dict) -> Tensor:
-    """Prompts (tokens (B,L), token_count (B,)) -> greedy codes (KV cache) -> images (B,3,H,W) in [0,1]."""
+def images_from_text(model, vq, batch: dict, sampling: ImageSampling,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """Prompts (tokens (B,L), token_count (B,)) -> sampled codes (KV cache) -> images (B,3,H,W) in [0,1]."""
     fused = text_context(model, batch)
-    codes = model.image_decoder.generate(fused.tokens, fused.valid, use_cache=True)  # (B,G)
+    hidden = torch.zeros(fused.tokens.shape[0], dtype=torch.bool, device=fused.tokens.device)
+    null = text_context(model, batch, hidden)
+    codes = model.image_decoder.generate(fused.tokens, fused.valid, use_cache=True, temperature=sampling.temperature,
+                                         top_k=sampling.top_k, generator=generator,
+                                         null_context=(null.tokens, null.valid), guidance=sampling.guidance)  # (B,G)
     return vq.decode_codes(codes)
 
 
 @torch.no_grad()
-def generate_images(model, vq, data, device) -> tuple[Tensor, Tensor, list[int]]:
-    """Greedy codes (KV cache) for every prompt of a split -> generated (N,3,H,W), real (N,3,H,W), indices."""
+def generate_images(model, vq, data, device, sampling: ImageSampling, seed: int = 0) -> tuple[Tensor, Tensor, list[int]]:
+    """Codes for every prompt of a split, drawn from `seed` -> generated (N,3,H,W), real (N,3,H,W), indices."""
+    generator = torch.Generator(device=device).manual_seed(seed)
     generated, real, indices = [], [], []
     for batch in batches(data, EVAL_BATCH):
         batch = {k: v.to(device) for k, v in batch.items()}
-        generated.append(images_from_text(model, vq.to(device), batch).cpu())
+        generated.append(images_from_text(model, vq.to(device), batch, sampling, generator).cpu())
         real.append(batch["image"].cpu())
         indices += batch["index"].tolist()
     return torch.cat(generated), torch.cat(real), indices
@@ -71,7 +95,10 @@ class TextToImage(Task):
         return nn.ModuleDict()  # the pre-trained image decoder is the head
 
     def losses(self, model, heads, batch: dict, draw, context: TaskContext) -> dict:
-        fused = text_context(model, batch)
+        shown, p = None, context.cfg.task.null_text_prob
+        if draw is not None and p > 0:
+            shown = draw.rand(batch["tokens"].shape[:1], batch["tokens"].device) >= p  # (B,)
+        fused = text_context(model, batch, shown)
         loss = decoder_loss(model.image_decoder, batch["codes"], fused.tokens, fused.valid)
         return {"text_to_image_loss": loss, "loss": loss}
 
@@ -86,7 +113,8 @@ class TextToImage(Task):
     def evaluate(self, model, heads, split: str, context: TaskContext) -> dict:
         vq, probe, labels = self.tools(context)
         data = context.split(split)
-        generated, real, indices = generate_images(model, vq, data, context.device)
+        sampling = ImageSampling.from_config(context.cfg.task)
+        generated, real, indices = generate_images(model, vq, data, context.device, sampling)
         records = data.records()
         truth = label_matrix([records[i] for i in indices], labels)
         k = len(labels)
@@ -100,6 +128,7 @@ class TextToImage(Task):
                 "attribute_accuracy": label_set_accuracy(gen_pred[:, :k], truth),
                 "exact_match": exact_match(gen_pred[:, :k], truth),
                 "probe_accuracy": label_set_accuracy(real_pred[:, :k], truth),
+                "chance_accuracy": label_set_accuracy(np.roll(real_pred[:, :k], 1, axis=0), truth),
                 "probe_exact_match": exact_match(real_pred[:, :k], truth),
             })
         return metrics

@@ -23,7 +23,7 @@ from opt.model.opt import OPT, Dims
 from opt.model.pretrain import SpecialTokens, pretext_losses
 from opt.train.checkpoint import load_weights
 from opt.train.data import CODES_DIR, image_tokenizer_dir, prepared_identity, training_split
-from opt.files import write_metrics
+from opt.files import sha256_file, write_metrics
 from opt.train.image_tokenizer import image_tokenizer
 from opt.train.retrieval import zero_shot_retrieval
 from opt.train.trainer import Trainer, fingerprint
@@ -78,7 +78,8 @@ def pretrain(cfg, stop_at: int | None = None) -> dict:
     run_dir = path(cfg, "checkpoints") / "pretrain"
     trainer = Trainer(PretrainObjective(model, cfg.objectives, special), training_split(cfg, "train"), cfg.trainer,
                       run_dir, fingerprint=fingerprint(cfg, ("model", "objectives", "image_tokenizer", "prepare", "data"), cfg.trainer,
-                                              prepared_identity(cfg)))
+                                              {**prepared_identity(cfg), "image_tokenizer": sha256_file(
+                                                  image_tokenizer_dir(cfg) / "vq.safetensors")}))
     result = trainer.fit(stop_at=stop_at)
     if not trainer.world.main or trainer.step < cfg.trainer.max_steps:
         return result
