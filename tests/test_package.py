@@ -11,7 +11,7 @@ import pytest
 from opt.config import load_config
 from opt.serving.bundle import Candidate
 from opt.serving.package import bentoml_home, metric_value, select_best
-from serving_fixtures import PROJECT, TEST_LIMITS, package_tiny
+from serving_fixtures import PROJECT, TEST_LIMITS, package_tiny, start_server, stop_server
 
 
 def candidate(name: str) -> Candidate:
@@ -79,7 +79,24 @@ def test_package_imports_a_self_contained_model_and_builds_a_bento(packaged):
     assert bundle["vocab"]["classification"] and bundle["vocab"]["vqa"]["answers"]
     assert not (model / "data" / "prepared" / "train").exists()  # only the gallery split travels
     assert str(PROJECT) not in str(model)  # the store lives outside the project
-    assert (Path(info["bento"]) / "src" / "src" / "opt" / "serving" / "service.py").exists()
+    code = Path(info["bento"]) / "src"  # BentoML imports the service with this folder first on sys.path
+    assert (code / "opt" / "serving" / "service.py").exists() and not (code / "src").exists()
+    imported = subprocess.run([sys.executable, "-c", "import opt; print(opt.__file__)"], cwd=code,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(imported).resolve() == (code / "opt" / "__init__.py").resolve()  # its own code, not the checkout's
+
+
+def test_the_bento_serves_its_own_code_and_pinned_model(packaged, tmp_path):
+    """`bentoml serve <bento>` from a folder outside the project: the Bento alone is enough."""
+    import httpx
+
+    bento, model = packaged["result"]["bento"], packaged["result"]["model"]
+    proc, url = start_server(packaged["env"], tmp_path / "serve.log", target=bento, cwd=tmp_path)
+    try:
+        health = httpx.post(f"{url}/health", timeout=60)
+        assert health.status_code == 200 and health.json()["model"] == model
+    finally:
+        stop_server(proc)
 
 
 def test_package_prefers_a_better_compare_variant(packaged, tmp_path):

@@ -116,10 +116,11 @@ def bentofile(cfg) -> Path:
 
 
 def build_bento(cfg, spec: Path, model_tag: str) -> str:
-    """Build a Bento from `spec` (build context: its folder) serving `model_tag`; returns the Bento tag."""
+    """Build a Bento from `spec` serving `model_tag`; returns the Bento tag. The build context is
+    the src/ folder beside `spec`, so the Bento carries the `opt` package at its top level."""
     import bentoml
 
-    bento = bentoml.bentos.build_bentofile(str(spec), build_ctx=str(spec.parent), name=str(cfg.serve.bento_name),
+    bento = bentoml.bentos.build_bentofile(str(spec), build_ctx=str(spec.parent / "src"), name=str(cfg.serve.bento_name),
                                            args={"model": model_tag})
     return str(bento.tag)
 
