@@ -6,8 +6,10 @@ Greedy decoding collapses to the most common code, the background, whatever the 
 
 Scored by a probe trained separately on real train images (opt.tasks.probe): attribute accuracy
 (multi-label set accuracy of the probe's verdict on the generated image against the prompt's
-scene), exact match, the probe's own accuracy on the real images of the split, and a Fréchet
-distance between probe features of generated and real images.
+scene), exact match, and a Fréchet distance between probe features of generated and real images.
+Three references on the same prompts: the probe on the real images (`probe_accuracy`), on the
+VQ tokenizer's reconstructions of them (`reconstruction_accuracy`: the most any code generator
+can reach) and on real images of other prompts (`chance_accuracy`).
 """
 from __future__ import annotations
 
@@ -120,6 +122,7 @@ class TextToImage(Task):
         k = len(labels)
         gen_pred, gen_feat = judge(probe, generated)
         real_pred, real_feat = judge(probe, real)
+        rebuilt_pred, _ = judge(probe, vq.decode_codes(vq.encode_codes(real.to(context.device))).cpu())
         self.save_picture(generated, real, [records[i]["caption"] for i in indices],
                           context.pictures_dir / f"text_to_image_{split}.png")
         metrics = {"frechet_distance": frechet_distance(gen_feat, real_feat)}
@@ -129,6 +132,7 @@ class TextToImage(Task):
                 "exact_match": exact_match(gen_pred[:, :k], truth),
                 "probe_accuracy": label_set_accuracy(real_pred[:, :k], truth),
                 "chance_accuracy": label_set_accuracy(np.roll(real_pred[:, :k], 1, axis=0), truth),
+                "reconstruction_accuracy": label_set_accuracy(rebuilt_pred[:, :k], truth),
                 "probe_exact_match": exact_match(real_pred[:, :k], truth),
             })
         return metrics
