@@ -35,13 +35,13 @@ class Decoder(nn.Module):
                  null_context: tuple[Tensor, Tensor] | None = None, guidance: float = 1.0) -> Tensor:
         """Greedy (temperature 0) or sampled decoding -> symbols (B, steps).
 
-        Classifier-free guidance: with `null_context` (tokens (B,S',D), valid (B,S')) the logits are
-        null + guidance * (conditional - null), both halves decoded as one batch of 2B rows."""
+        Classifier-free guidance: with `null_context` (tokens and valid shaped like the context) the
+        logits are null + guidance * (conditional - null), both halves decoded as one batch of 2B rows."""
         steps = steps or self.length
         b = context.shape[0]
         guided = null_context is not None and guidance != 1.0
         if guided:
-            context, context_valid = pad_cat(context, context_valid, *null_context)
+            context, context_valid = torch.cat([context, null_context[0]]), torch.cat([context_valid, null_context[1]])
         out = torch.full((b, 1), self.bos, dtype=torch.long, device=context.device)
         cache = [{} for _ in self.stack.blocks] if use_cache else None
         cmask = key_mask(context_valid)
@@ -55,14 +55,6 @@ class Decoder(nn.Module):
                 logits = null + guidance * (conditional - null)
             out = torch.cat([out, sample(logits, temperature, top_k, generator)[:, None]], dim=1)
         return out[:, 1:]
-
-
-def pad_cat(a: Tensor, a_valid: Tensor, b: Tensor, b_valid: Tensor) -> tuple[Tensor, Tensor]:
-    """Two contexts (B,S,D), (B,S',D) with valid masks -> one (2B,max(S,S'),D), padding marked invalid."""
-    length = max(a.shape[1], b.shape[1])
-    tokens = [torch.nn.functional.pad(x, (0, 0, 0, length - x.shape[1])) for x in (a, b)]
-    valid = [torch.nn.functional.pad(v, (0, length - v.shape[1])) for v in (a_valid, b_valid)]
-    return torch.cat(tokens), torch.cat(valid)
 
 
 def sample(logits: Tensor, temperature: float, top_k: int = 0, generator: torch.Generator | None = None) -> Tensor:

@@ -46,11 +46,16 @@ class ImageSampling:
         return cls(task_cfg.image_guidance, task_cfg.image_temperature, task_cfg.image_top_k)
 
 
-def text_context(model, batch: dict, shown: Tensor | None = None):
-    """Fused text tokens -> Fused (tokens (B,S,D), valid (B,S)); rows where `shown` (B,) is False
-    keep only the fused CLS (the null prompt)."""
+def encode_text(model, batch: dict) -> dict:
+    """Prompts -> {TEXT: Encoded}, padding trimmed."""
     batch = trim_to_content(batch, model.cfg.audio_patch_frames, model.cfg.max_audio_patches)
-    return model.fuse(model.encode(batch, (TEXT,)), None if shown is None else {TEXT: shown})
+    return model.encode(batch, (TEXT,))
+
+
+def text_context(model, encoded: dict, shown: Tensor | None = None):
+    """Encoded text -> Fused (tokens (B,S,D), valid (B,S)); rows where `shown` (B,) is False keep
+    only the fused CLS (the null prompt)."""
+    return model.fuse(encoded, None if shown is None else {TEXT: shown})
 
 
 def load_vq(cfg):
@@ -64,9 +69,10 @@ def load_vq(cfg):
 def images_from_text(model, vq, batch: dict, sampling: ImageSampling,
                      generator: torch.Generator | None = None) -> Tensor:
     """Prompts (tokens (B,L), token_count (B,)) -> sampled codes (KV cache) -> images (B,3,H,W) in [0,1]."""
-    fused = text_context(model, batch)
+    encoded = encode_text(model, batch)  # once, for both halves of guidance
+    fused = text_context(model, encoded)
     hidden = torch.zeros(fused.tokens.shape[0], dtype=torch.bool, device=fused.tokens.device)
-    null = text_context(model, batch, hidden)
+    null = text_context(model, encoded, hidden)
     codes = model.image_decoder.generate(fused.tokens, fused.valid, use_cache=True, temperature=sampling.temperature,
                                          top_k=sampling.top_k, generator=generator,
                                          null_context=(null.tokens, null.valid), guidance=sampling.guidance)  # (B,G)
@@ -100,7 +106,7 @@ class TextToImage(Task):
         shown, p = None, context.cfg.task.null_text_prob
         if draw is not None and p > 0:
             shown = draw.rand(batch["tokens"].shape[:1], batch["tokens"].device) >= p  # (B,)
-        fused = text_context(model, batch, shown)
+        fused = text_context(model, encode_text(model, batch), shown)
         loss = decoder_loss(model.image_decoder, batch["codes"], fused.tokens, fused.valid)
         return {"text_to_image_loss": loss, "loss": loss}
 
