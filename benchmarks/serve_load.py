@@ -4,7 +4,8 @@ For `caption` (image -> text) and `retrieve` (text -> top-5 images): p50/p99 lat
 requests/s at concurrency 1, 8 and 32 against a real `bentoml serve` (started here on a free
 port of 127.0.0.1, or --url), next to the packaged model called in-process through the same
 decoding (opt.serving.inputs) and runtime (opt.serving.runtime): one request at a time, and
-one batch of 32 (the ceiling adaptive batching can reach). Prints a markdown table and checks
+one batch of 32 (the ceiling adaptive batching can reach). Concurrency 1 is measured twice on
+each side and the better run kept (the machine is shared: noise only adds). Prints a markdown table and checks
 the targets: at concurrency 1 the service adds < 15% to the in-process p50; at concurrency 32
 adaptive batching gives >= 2x the throughput of concurrency 1. A `health` row (no model call)
 gives the floor: what one HTTP request through the service costs with no model work.
@@ -50,7 +51,7 @@ def local_calls(model_path: str, image_file: Path) -> dict:
     from opt.serving.runtime import Runtime, search
 
     serve = read_bundle(Path(model_path))[0].serve
-    if int(serve.torch_threads) > 0:  # as the model service runs it
+    if int(serve.torch_threads) > 0:  # as the service runs it
         torch.set_num_threads(int(serve.torch_threads))
     rt, limits = Runtime(model_path), Limits.from_config(serve.limits)
 
@@ -91,24 +92,41 @@ def timed(call, n: int, per_call: int = 1) -> dict:
 
 
 async def load(url: str, endpoint: str, concurrency: int, n: int) -> dict:
-    """n requests from `concurrency` concurrent clients -> latency stats and requests/s."""
-    import httpx
+    """n requests from `concurrency` concurrent clients -> latency stats and requests/s.
+
+    The client is aiohttp: httpx spent 3.2 ms of CPU a request at concurrency 32 (aiohttp 0.3 ms),
+    so on a 2-core machine it, not the service, set the throughput measured.
+    """
+    import aiohttp
 
     png = sample_png()
-    requests = {"caption": lambda c: c.post("/caption", files={"image": ("x.png", png, "image/png")}),
-                "retrieve": lambda c: c.post("/retrieve", json={"text": PROMPT, "k": 5}),
-                "health": lambda c: c.post("/health")}  # no model call: the floor of one request
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+    def caption_form() -> aiohttp.FormData:
+        form = aiohttp.FormData()
+        form.add_field("image", png, filename="x.png", content_type="image/png")
+        return form
+
+    requests = {"caption": lambda s: s.post("/caption", data=caption_form()),
+                "retrieve": lambda s: s.post("/retrieve", json={"text": PROMPT, "k": 5}),
+                "health": lambda s: s.post("/health", json={})}  # no model call: the floor of one request
+
+    async def call(session) -> None:
+        async with requests[endpoint](session) as response:
+            await response.read()
+            response.raise_for_status()
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
         for _ in range(3):
-            (await requests[endpoint](client)).raise_for_status()
+            await call(session)
         latencies, remaining = [], [n]
 
         async def worker():
             while remaining[0] > 0:
                 remaining[0] -= 1
                 t = time.perf_counter()
-                (await requests[endpoint](client)).raise_for_status()
+                await call(session)
                 latencies.append(time.perf_counter() - t)
 
         start = time.perf_counter()
@@ -137,12 +155,15 @@ def main() -> None:
     if not args.url:
         proc, args.url = start_server({**os.environ, "OPT_SERVE_MODEL": str(model.tag)}, image_file.parent / "serve.log")
     try:
-        served = {e: {c: asyncio.run(load(args.url, e, c, args.requests)) for c in levels} for e in calls}
+        served = [{e: {c: asyncio.run(load(args.url, e, c, args.requests)) for c in levels} for e in calls}]
         floor = asyncio.run(load(args.url, "health", 1, args.requests))
+        served.append({e: {1: asyncio.run(load(args.url, e, 1, args.requests))} for e in calls})  # c1 again
     finally:
         if proc is not None:
             stop_server(proc)
     local = best_of(before, in_process(calls, args.requests, max(levels)))  # measured before and after
+    c1 = best_of(*({e: {1: run[e][1]} for e in run} for run in served))  # best of two, as in-process
+    served = {e: {**served[0][e], **c1[e]} for e in calls}
     report(str(model.tag), local, served, levels, floor)
 
 

@@ -6,10 +6,13 @@ schemathesis (no 5xx).
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import struct
+import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -18,6 +21,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from PIL import Image
 
+from opt.serving.bentoml_compat import adaptive_batcher
 from serving_fixtures import audio_bytes, image_bytes, package_tiny, start_server, stop_server
 
 IMAGE_SIZE, DIM = 64, 64  # the tiny model: prepare.image_size, model.dim
@@ -161,6 +165,36 @@ def test_bad_input_is_a_4xx_and_the_server_keeps_answering(client, name):
     assert 400 <= r.status_code < 500, f"{name}: {r.status_code} {r.text}"
     assert "error" in r.text
     assert_alive(client)
+
+
+def test_adaptive_batcher_groups_concurrent_calls_and_answers_each_its_own():
+    batches = []
+
+    def double(items: list) -> list:
+        batches.append(list(items))
+        time.sleep(0.02)
+        if -1 in items:
+            raise ValueError("bad item")
+        return [2 * x for x in items]
+
+    async def calls():
+        call = adaptive_batcher(double, max_batch_size=8, max_latency_ms=10_000)
+        answers = await asyncio.gather(*(call(i) for i in range(40)))
+        with pytest.raises(ValueError, match="bad item"):
+            await call(-1)
+        return answers
+
+    assert asyncio.run(calls()) == [2 * i for i in range(40)]
+    assert sorted(x for b in batches[:-1] for x in b) == list(range(40))
+    assert max(len(b) for b in batches) > 1 and all(len(b) <= 8 for b in batches)
+
+
+def test_concurrent_requests_each_get_their_own_answer(client):
+    texts = [f"a {size} {colour} circle" for size in ("large", "small") for colour in ("red", "blue", "green", "gray")]
+    alone = [client.post("/embed", json={"text": t}).json()["embedding"] for t in texts]
+    with ThreadPoolExecutor(len(texts)) as pool:
+        together = list(pool.map(lambda t: client.post("/embed", json={"text": t}).json()["embedding"], texts * 2))
+    np.testing.assert_allclose(np.array(together), np.array(alone * 2), atol=1e-4)
 
 
 def test_oversized_chunked_body_is_refused_before_it_is_read(client):

@@ -111,7 +111,7 @@ class ServeLimits:
 
 @dataclass
 class ServeBatching:
-    """Adaptive batching of the model service's batchable encoders (BentoML's CorkDispatcher)."""
+    """Adaptive batching of every model call of the service (BentoML's CorkDispatcher, in-process)."""
     max_batch_size: int = 32  # samples per batch
     max_latency_ms: int = 10_000  # requests that would wait longer are refused (503)
 
@@ -127,8 +127,8 @@ class ServeConfig:
     build_bento: bool = True  # false: only import the model into the store
     host: str = "127.0.0.1"  # the service binds here unless told otherwise (`bentoml serve --host`)
     port: int = 3000
-    workers: int = 1  # processes of the model service
-    torch_threads: int = 1  # intra-op threads of each model process (0: torch's default); 1 avoids
+    workers: int = 1  # service processes (each holds the model and its own batching)
+    torch_threads: int = 1  # intra-op threads of each service process (0: torch's default); 1 avoids
     # oversubscribing a small CPU shared with the HTTP process (2 threads ran caption 2x slower on 2 cores)
     timeout: int = 60  # seconds per request
     gallery_split: str = "test"  # retrieve searches this prepared split (copied into the model)

@@ -1,4 +1,5 @@
-"""Work-arounds for BentoML 1.4.40 defects met by the service, each applied once at import.
+"""Work-arounds for BentoML 1.4.40 defects met by the service, each applied once at import, and
+BentoML's adaptive batching dispatcher used in-process (`adaptive_batcher`).
 
 - A multipart file field sent as text is fetched as a URL by BentoML (`MultipartSerde.ensure_file`):
   refused instead (nothing downloads at runtime, no SSRF).
@@ -6,9 +7,6 @@
   answered with its own 4xx.
 - `FileSchema` (the metadata of a Path input) is unhashable, so an optional file input
   (Optional[Path]: typing hashes Union members) cannot be declared: hashed by its fields.
-- The client of a dependency service refreshes its session every 100 calls, closing the
-  connections of calls in flight, and a pooled connection can meet uvicorn's keep-alive
-  timeout (BentoML #5540, #4971): no refresh, and one retry of the (pure) call.
 """
 from __future__ import annotations
 
@@ -60,15 +58,25 @@ def patch_bentoml() -> None:
         MultipartSerde._opt_patched = True
 
 
-async def call_with_retry(client, name: str, *args):
-    """`await client.<name>(*args)` on a dependency's async client, without session refreshes,
-    retried once when its pooled connection dropped under the call."""
-    import aiohttp
+def adaptive_batcher(function, max_batch_size: int, max_latency_ms: int):
+    """BentoML's adaptive batching (the CorkDispatcher behind its batchable APIs) inside this process.
 
-    manager = getattr(client, "_session_manager", None)
-    if manager is not None:
-        manager.max_requests, manager.max_age = 2**62, float("inf")
-    try:
-        return await getattr(client, name)(*args)
-    except aiohttp.ClientConnectionError:
-        return await getattr(client, name)(*args)
+    `function(items: list) -> sequence` runs in a worker thread on the items of concurrent calls;
+    returns `async call(item) -> output` (one item in, its own output out). A call that would wait
+    over `max_latency_ms` is refused with a 503, as BentoML's batchable APIs do; an exception of
+    `function` is raised in every call of its batch.
+    """
+    import asyncio
+
+    from bentoml._internal.marshal.dispatcher import CorkDispatcher
+    from bentoml.exceptions import ServiceUnavailable
+
+    def overloaded():
+        raise ServiceUnavailable("the model is overloaded: the request waited too long for a batch")
+
+    async def run(items):
+        return list(await asyncio.to_thread(function, list(items)))
+
+    dispatcher = CorkDispatcher(max_latency_in_ms=max_latency_ms, max_batch_size=max_batch_size,
+                                fallback=overloaded, get_batch_size=lambda item: 1)
+    return dispatcher(run)

@@ -5,7 +5,6 @@ import io
 import math
 
 import numpy as np
-import torch
 from PIL import Image
 from pydantic import BaseModel
 
@@ -77,11 +76,6 @@ def finite_list(vector) -> list[float]:
     if not all(math.isfinite(v) for v in out):
         raise FloatingPointError("the model produced a non-finite vector")
     return out
-
-
-def gallery_tensors(gallery: dict) -> dict:
-    """The model service's gallery with its embeddings as tensors."""
-    return {**gallery, "embeddings": {k: torch.tensor(np.asarray(v)) for k, v in gallery["embeddings"].items()}}
 
 
 def retrieved(gallery: dict, kind: str, vector, target: str | None, k: int, limits: Limits) -> Retrieved:

@@ -1,6 +1,6 @@
 """The packaged model in-process: load a bundle (opt.serving.bundle), run each capability.
 
-The BentoML model service wraps these methods (batchable), and benchmarks/serve_load.py calls
+The BentoML service runs these methods through adaptive batching, and benchmarks/serve_load.py calls
 them directly. Inputs are already decoded and checked (opt.serving.inputs): images (B,3,S,S)
 float in [0,1], log-mel (M,F) normalised with the train statistics, texts as str. Each task
 runs on its own fine-tuned weights (the pre-trained model with fresh heads where a task was
