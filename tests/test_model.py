@@ -96,6 +96,24 @@ def test_guided_generation_mixes_conditional_and_null_logits():
     assert not torch.equal(guided[0], plain[:, :steps])  # the null half changed something
 
 
+def test_per_row_generators_make_each_rows_draws_its_own():
+    """With one generator per row, a row's sampled symbols depend on its seed only, not on the
+    other rows of the batch; one generator for the batch draws differently."""
+    model = tiny_model(seed=3, image_decoder_layers=2).eval()
+    fused = model(random_batch(3, seed=1))
+    decoder = model.image_decoder
+
+    def draw(rows, seeds):
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        return decoder.generate(fused.tokens[rows], fused.valid[rows], steps=8, temperature=1.0, generator=generators)
+
+    together = draw([0, 1, 2], [7, 8, 9])
+    alone = torch.cat([draw([r], [s]) for r, s in zip([0, 1, 2], [7, 8, 9])])
+    assert torch.equal(together, alone)
+    assert torch.equal(draw([2, 0], [9, 7]), together[[2, 0]])
+    assert not torch.equal(draw([0, 1, 2], [1, 2, 3]), together)
+
+
 def test_teacher_forcing_is_causal():
     """Logits at position t must not depend on targets at positions >= t."""
     model = tiny_model().eval()

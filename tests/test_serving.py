@@ -80,6 +80,20 @@ def test_generate_image_returns_a_png_of_the_model_size(client):
     assert image.format == "PNG" and image.size == (IMAGE_SIZE, IMAGE_SIZE)
 
 
+def test_generate_image_with_a_seed_repeats_in_any_batch(client):
+    def png(prompt: str, seed: int) -> bytes:
+        r = client.post("/generate_image", json={"prompt": prompt, "seed": seed})
+        assert r.status_code == 200, r.text
+        return r.content
+
+    first = png("a large red circle", 11)
+    requests = [("a large red circle", 11), ("a small blue square above a green circle", 3), ("a gray cube", 12)] * 3
+    with ThreadPoolExecutor(len(requests)) as pool:  # concurrent: batched with other prompts and seeds
+        together = list(pool.map(lambda request: png(*request), requests))
+    assert together[0] == together[3] == together[6] == first
+    assert len({png("a large red circle", seed) for seed in (1, 2, 3)}) > 1
+
+
 def check_ranked(body: dict, k: int, query: str, target: str) -> None:
     assert (body["query"], body["target"]) == (query, target)
     scores = [item["score"] for item in body["items"]]
@@ -146,6 +160,8 @@ BAD_REQUESTS = {
     "absurd text": ("/generate_image", {"json": {"prompt": "a red circle " * 1000}}),
     "empty text": ("/generate_image", {"json": {"prompt": "   "}}),
     "wrong type": ("/generate_image", {"json": {"prompt": 123}}),
+    "negative seed": ("/generate_image", {"json": {"prompt": "a red circle", "seed": -1}}),
+    "seed not a number": ("/generate_image", {"json": {"prompt": "a red circle", "seed": "lucky"}}),
     "malformed json": ("/generate_image", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
     "k zero": ("/retrieve", {"json": {"text": "a circle", "k": 0}}),
     "k too large": ("/retrieve", {"json": {"text": "a circle", "k": 10_000}}),

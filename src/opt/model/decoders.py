@@ -10,6 +10,8 @@ from torch import Tensor, nn
 from opt.model.config import ModelConfig
 from opt.model.layers import Stack, key_mask
 
+Generators = torch.Generator | list[torch.Generator] | None  # one for a batch, or one per row
+
 
 class Decoder(nn.Module):
     """Causal Transformer over `vocab` symbols (+1 BOS), cross-attending a context (B,S,D)."""
@@ -31,12 +33,13 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def generate(self, context: Tensor, context_valid: Tensor, steps: int | None = None, use_cache: bool = True,
-                 temperature: float = 0.0, top_k: int = 0, generator: torch.Generator | None = None,
+                 temperature: float = 0.0, top_k: int = 0, generator: Generators = None,
                  null_context: tuple[Tensor, Tensor] | None = None, guidance: float = 1.0) -> Tensor:
         """Greedy (temperature 0) or sampled decoding -> symbols (B, steps).
 
         Classifier-free guidance: with `null_context` (tokens and valid shaped like the context) the
-        logits are null + guidance * (conditional - null), both halves decoded as one batch of 2B rows."""
+        logits are null + guidance * (conditional - null), both halves decoded as one batch of 2B rows.
+        `generator`: one for the batch, or one per row (each row's draws then depend on its own only)."""
         steps = steps or self.length
         b = context.shape[0]
         guided = null_context is not None and guidance != 1.0
@@ -57,13 +60,17 @@ class Decoder(nn.Module):
         return out[:, 1:]
 
 
-def sample(logits: Tensor, temperature: float, top_k: int = 0, generator: torch.Generator | None = None) -> Tensor:
+def sample(logits: Tensor, temperature: float, top_k: int = 0, generator: Generators = None) -> Tensor:
     """(B,V) -> (B,) argmax at temperature 0, else a draw from softmax(logits / temperature),
-    restricted to the `top_k` most likely symbols when top_k > 0."""
+    restricted to the `top_k` most likely symbols when top_k > 0; `generator` may be a list of B,
+    one per row."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
     if 0 < top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)[:, 0]
+    probs = torch.softmax(logits, dim=-1)
+    if isinstance(generator, (list, tuple)):
+        return torch.cat([torch.multinomial(p[None], 1, generator=g)[:, 0] for p, g in zip(probs, generator, strict=True)])
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]

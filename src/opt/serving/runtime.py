@@ -102,10 +102,12 @@ class Runtime:
         return generate_captions(model, self.mel_batch(mels), (A,), self.tokenizer, steps)
 
     @torch.no_grad()
-    def generate_images(self, prompts: list[str]) -> np.ndarray:
-        """B prompts -> (B,S,S,3) uint8 images (image decoder -> sampled VQ codes -> VQ decoder)."""
+    def generate_images(self, prompts: list[str], seeds: list[int]) -> np.ndarray:
+        """B prompts -> (B,S,S,3) uint8 images (image decoder -> sampled VQ codes -> VQ decoder).
+        Each prompt's codes are drawn from its own seed: one (prompt, seed) gives one image in any batch."""
+        generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
         images = images_from_text(self.models["text_to_image"].opt, self.vq, self.text_batch(prompts),
-                                  ImageSampling.from_config(self.cfg.task))
+                                  ImageSampling.from_config(self.cfg.task), generators)
         return np.stack([to_uint8(im) for im in images])
 
     @torch.no_grad()

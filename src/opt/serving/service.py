@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -79,7 +80,7 @@ class OPTService:
         batches = {  # capability -> function of a list of decoded inputs, returning one output per input
             "caption": lambda images: rt.caption(np.stack(images), steps),
             "transcribe": lambda mels: rt.transcribe(mels, steps),
-            "generate_image": rt.generate_images,
+            "generate_image": lambda requests: rt.generate_images(*zip(*requests)),  # (prompt, seed) each
             "embed_text": lambda texts: rt.embed("text", texts),
             "embed_image": lambda images: rt.embed("image", np.stack(images)),
             "embed_audio": lambda mels: rt.embed("audio", mels),
@@ -112,10 +113,13 @@ class OPTService:
         return outputs.Transcript(text=await self.call("transcribe", mel))
 
     @bentoml.api
-    async def generate_image(self, prompt: str) -> Annotated[bytes, ContentType("image/png")]:
-        """Text -> a generated image, PNG bytes."""
+    async def generate_image(self, prompt: str, seed: Annotated[Optional[int], Field(ge=0, le=2**63 - 1)] = None
+                             ) -> Annotated[bytes, ContentType("image/png")]:
+        """Text -> a generated image, PNG bytes; one prompt with one `seed` always gives one image
+        (no seed: a fresh draw each call)."""
         text = await self.decode("text", prompt)
-        return outputs.png_bytes(await self.call("generate_image", text))
+        seed = secrets.randbits(63) if seed is None else seed
+        return outputs.png_bytes(await self.call("generate_image", (text, seed)))
 
     @bentoml.api
     async def retrieve(self, text: Optional[str] = None, audio: Optional[Path] = None, image: Optional[Path] = None,

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from opt.model.decoders import Generators
 from opt.model.encoders import Modality, trim_to_content
 from opt.model.objectives import decoder_loss
 from opt.tasks import register
@@ -66,9 +67,9 @@ def load_vq(cfg):
 
 
 @torch.no_grad()
-def images_from_text(model, vq, batch: dict, sampling: ImageSampling,
-                     generator: torch.Generator | None = None) -> Tensor:
-    """Prompts (tokens (B,L), token_count (B,)) -> sampled codes (KV cache) -> images (B,3,H,W) in [0,1]."""
+def images_from_text(model, vq, batch: dict, sampling: ImageSampling, generator: Generators = None) -> Tensor:
+    """Prompts (tokens (B,L), token_count (B,)) -> sampled codes (KV cache) -> images (B,3,H,W) in [0,1].
+    `generator`: one for the batch, or one per prompt."""
     encoded = encode_text(model, batch)  # once, for both halves of guidance
     fused = text_context(model, encoded)
     hidden = torch.zeros(fused.tokens.shape[0], dtype=torch.bool, device=fused.tokens.device)
