@@ -3,6 +3,9 @@ import json
 import subprocess
 import sys
 
+from omegaconf import OmegaConf
+
+from opt.check import DEFAULT_REFERENCE, compare
 from opt.tasks import TASK_NAMES
 
 
@@ -18,3 +21,7 @@ def test_evaluate_writes_every_task_and_split(pretrained_synth):
     report = (root / "reports" / "eval.md").read_text()
     assert all(f"## {task}" in report for task in TASK_NAMES)
     assert list((root / "reports" / "eval").glob("*.png"))
+    # the shipped reference (opt check) names metrics that evaluate writes
+    reference = OmegaConf.to_container(OmegaConf.load(DEFAULT_REFERENCE))
+    checks = compare({"metrics": reference["metrics"]}, root / "metrics", OmegaConf.create({}))
+    assert checks and all(c.got is not None for c in checks), [c.name for c in checks if c.got is None]

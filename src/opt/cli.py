@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from opt.stages import STAGES, StageFailed, run_stage
 from opt.versions.commands import add_data_parser, run_data
@@ -19,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", dest="config_file", metavar="FILE", help=CONFIG_HELP)
         p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     add_data_parser(sub, OVERRIDES_HELP, CONFIG_HELP)
+    p = sub.add_parser("check", help="does this run reproduce the reference run within its tolerances? (exit 1: no)")
+    p.add_argument("--reference", metavar="FILE", help="reference run (default: reference/default_run.yaml)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP + " (where the run is)")
     p = sub.add_parser("config", help="print (or write) the composed, resolved config")
     p.add_argument("-o", "--output", metavar="FILE", help="write it here (e.g. params.yaml) instead of stdout")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
@@ -37,6 +41,19 @@ def show_config(overrides: list[str], output: str | None) -> None:
         print(text, end="")
 
 
+def run_check(overrides: list[str], reference: str | None) -> int:
+    """0 when every check of the reference holds, 1 when one does not or the run is incomplete."""
+    from opt.check import DEFAULT_REFERENCE, check
+    from opt.config import load_config
+
+    try:
+        results = check(load_config(overrides), Path(reference) if reference else DEFAULT_REFERENCE)
+    except FileNotFoundError as e:
+        print(f"opt check: {e}", file=sys.stderr)
+        return 1
+    return 0 if all(r.ok for r in results) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -45,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "config":
             show_config(args.overrides, args.output)
+        elif args.command == "check":
+            return run_check(args.overrides, args.reference)
         elif args.command == "data":
             run_data(args)
         else:
