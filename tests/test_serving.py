@@ -205,6 +205,24 @@ def test_adaptive_batcher_groups_concurrent_calls_and_answers_each_its_own():
     assert max(len(b) for b in batches) > 1 and all(len(b) <= 8 for b in batches)
 
 
+def test_adaptive_batcher_keeps_cancellation_and_refuses_a_batch_size_of_zero():
+    def slow(items: list) -> list:
+        time.sleep(0.2)
+        return items
+
+    async def cancelled_call():
+        task = asyncio.create_task(adaptive_batcher(slow, 8, 10_000)(1))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task  # not turned into a 503 ("overloaded")
+        return task.cancelled()
+
+    assert asyncio.run(cancelled_call())
+    with pytest.raises(ValueError, match="max_batch_size >= 1"):
+        adaptive_batcher(slow, 0, 10_000)
+
+
 def test_concurrent_requests_each_get_their_own_answer(client):
     texts = [f"a {size} {colour} circle" for size in ("large", "small") for colour in ("red", "blue", "green", "gray")]
     alone = [client.post("/embed", json={"text": t}).json()["embedding"] for t in texts]

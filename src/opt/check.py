@@ -44,9 +44,9 @@ def mean_loss(rows: list[dict], window: str) -> float | None:
 def compare(reference: dict, metrics_dir: Path, run_config) -> list[Result]:
     """Every check of `reference` against the run: config keys, metrics, loss windows."""
     results = [Result(f"config {key}", value, OmegaConf.select(run_config, key))
-               for key, value in reference.get("config", {}).items()]
+               for key, value in (reference.get("config") or {}).items()]
     files: dict[str, dict | None] = {}
-    for spec, (expected, tol) in reference.get("metrics", {}).items():
+    for spec, (expected, tol) in (reference.get("metrics") or {}).items():
         name, dotted = (s.strip() for s in spec.split(":", 1))
         if name not in files:
             file = metrics_dir / name
@@ -55,7 +55,7 @@ def compare(reference: dict, metrics_dir: Path, run_config) -> list[Result]:
         results.append(Result(f"{name} {dotted}", expected, got, float(tol)))
     losses = metrics_dir / "pretrain_losses.csv"
     rows = list(csv.DictReader(losses.open())) if losses.exists() else []
-    for window, (expected, tol) in reference.get("loss_curve", {}).items():
+    for window, (expected, tol) in (reference.get("loss_curve") or {}).items():
         results.append(Result(f"pre-training loss, steps {window}", expected, mean_loss(rows, window), float(tol)))
     return results
 

@@ -48,7 +48,7 @@ def run_check(overrides: list[str], reference: str | None) -> int:
 
     try:
         results = check(load_config(overrides), Path(reference) if reference else DEFAULT_REFERENCE)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:  # no run yet; an unreadable metrics file
         print(f"opt check: {e}", file=sys.stderr)
         return 1
     return 0 if all(r.ok for r in results) else 1

@@ -58,25 +58,40 @@ def patch_bentoml() -> None:
         MultipartSerde._opt_patched = True
 
 
-def adaptive_batcher(function, max_batch_size: int, max_latency_ms: int):
+def adaptive_batcher(function, max_batch_size: int, max_latency_ms: int, executor=None):
     """BentoML's adaptive batching (the CorkDispatcher behind its batchable APIs) inside this process.
 
-    `function(items: list) -> sequence` runs in a worker thread on the items of concurrent calls;
-    returns `async call(item) -> output` (one item in, its own output out). A call that would wait
-    over `max_latency_ms` is refused with a 503, as BentoML's batchable APIs do; an exception of
-    `function` is raised in every call of its batch.
+    `function(items: list) -> sequence` runs in `executor` (a thread pool; None: asyncio's default)
+    on the items of concurrent calls; returns `async call(item) -> output` (one item in, its own
+    output out). A call that would wait over `max_latency_ms` is refused with a 503, as BentoML's
+    batchable APIs do; an exception of `function` is raised in every call of its batch; a call
+    cancelled by its caller (e.g. BentoML's request timeout) stays cancelled.
     """
     import asyncio
 
     from bentoml._internal.marshal.dispatcher import CorkDispatcher
     from bentoml.exceptions import ServiceUnavailable
 
+    if int(max_batch_size) < 1 or int(max_latency_ms) < 1:
+        raise ValueError(f"adaptive batching needs max_batch_size >= 1 and max_latency_ms >= 1, "
+                         f"got {max_batch_size} and {max_latency_ms}")
+
     def overloaded():
         raise ServiceUnavailable("the model is overloaded: the request waited too long for a batch")
 
     async def run(items):
-        return list(await asyncio.to_thread(function, list(items)))
+        return list(await asyncio.get_running_loop().run_in_executor(executor, function, list(items)))
 
-    dispatcher = CorkDispatcher(max_latency_in_ms=max_latency_ms, max_batch_size=max_batch_size,
-                                fallback=overloaded, get_batch_size=lambda item: 1)
-    return dispatcher(run)
+    dispatched = CorkDispatcher(max_latency_in_ms=int(max_latency_ms), max_batch_size=int(max_batch_size),
+                                fallback=overloaded, get_batch_size=lambda item: 1)(run)
+
+    async def call(item):
+        try:
+            return await dispatched(item)
+        except ServiceUnavailable:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # the dispatcher turns any cancellation into a 503
+                raise asyncio.CancelledError() from None
+            raise
+
+    return call

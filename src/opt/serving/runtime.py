@@ -68,11 +68,12 @@ class Runtime:
         return items, {m.value: emb[m] for m in Modality}
 
     # ---- batches -------------------------------------------------------------------------
-    def text_batch(self, texts: list[str]) -> dict:
-        """Texts -> tokens (B,L') trimmed to the longest, token_count (B,)."""
+    def text_batch(self, texts: list[str], trim: bool = True) -> dict:
+        """Texts -> tokens (B,L') trimmed to the longest (else (B,L) of the tokenizer), token_count (B,)."""
         ids, counts = self.tokenizer.encode(list(texts))
         ids, counts = torch.from_numpy(ids).long(), torch.from_numpy(counts).long()
-        return {"tokens": ids[:, : int(counts.max())].to(self.device), "token_count": counts.to(self.device)}
+        ids = ids[:, : int(counts.max())] if trim else ids
+        return {"tokens": ids.to(self.device), "token_count": counts.to(self.device)}
 
     def mel_batch(self, mels: list) -> dict:
         """Normalised log-mels (M,F_i) -> mel (B,M,F_max) padded with normalised silence, mel_frames (B,)."""
@@ -104,10 +105,12 @@ class Runtime:
     @torch.no_grad()
     def generate_images(self, prompts: list[str], seeds: list[int]) -> np.ndarray:
         """B prompts -> (B,S,S,3) uint8 images (image decoder -> sampled VQ codes -> VQ decoder).
-        Each prompt's codes are drawn from its own seed: one (prompt, seed) gives one image in any batch."""
+        Each prompt's codes are drawn from its own seed and its text is not trimmed to the batch's
+        longest, so one (prompt, seed) gives one image in any batch (exactly so on CPU with one
+        intra-op thread, serve.torch_threads: 1; more threads may round differently by batch size)."""
         generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
-        images = images_from_text(self.models["text_to_image"].opt, self.vq, self.text_batch(prompts),
-                                  ImageSampling.from_config(self.cfg.task), generators)
+        images = images_from_text(self.models["text_to_image"].opt, self.vq, self.text_batch(prompts, trim=False),
+                                  ImageSampling.from_config(self.cfg.task), generators, trim=False)
         return np.stack([to_uint8(im) for im in images])
 
     @torch.no_grad()

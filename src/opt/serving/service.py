@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -88,8 +89,10 @@ class OPTService:
             "classify": lambda images: rt.classify(np.stack(images)),
             "vqa": rt.answer,
         }
-        self.batched = {name: adaptive_batcher(fn, int(SERVE.batching.max_batch_size),
-                                               int(SERVE.batching.max_latency_ms))
+        # one model batch at a time per process (as a batchable BentoML API runs); decoding keeps its own threads
+        self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="opt-model")
+        self.batched = {name: adaptive_batcher(fn, SERVE.batching.max_batch_size, SERVE.batching.max_latency_ms,
+                                               self.model_thread)
                         for name, fn in batches.items()}
 
     async def decode(self, kind: str, value):

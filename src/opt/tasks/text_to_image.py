@@ -47,9 +47,11 @@ class ImageSampling:
         return cls(task_cfg.image_guidance, task_cfg.image_temperature, task_cfg.image_top_k)
 
 
-def encode_text(model, batch: dict) -> dict:
-    """Prompts -> {TEXT: Encoded}, padding trimmed."""
-    batch = trim_to_content(batch, model.cfg.audio_patch_frames, model.cfg.max_audio_patches)
+def encode_text(model, batch: dict, trim: bool = True) -> dict:
+    """Prompts -> {TEXT: Encoded}; the padding all prompts share is trimmed unless `trim` is False
+    (then no prompt's numbers depend on the lengths of the others in its batch)."""
+    if trim:
+        batch = trim_to_content(batch, model.cfg.audio_patch_frames, model.cfg.max_audio_patches)
     return model.encode(batch, (TEXT,))
 
 
@@ -67,10 +69,11 @@ def load_vq(cfg):
 
 
 @torch.no_grad()
-def images_from_text(model, vq, batch: dict, sampling: ImageSampling, generator: Generators = None) -> Tensor:
+def images_from_text(model, vq, batch: dict, sampling: ImageSampling, generator: Generators = None,
+                     trim: bool = True) -> Tensor:
     """Prompts (tokens (B,L), token_count (B,)) -> sampled codes (KV cache) -> images (B,3,H,W) in [0,1].
-    `generator`: one for the batch, or one per prompt."""
-    encoded = encode_text(model, batch)  # once, for both halves of guidance
+    `generator`: one for the batch, or one per prompt; `trim`: see encode_text."""
+    encoded = encode_text(model, batch, trim)  # once, for both halves of guidance
     fused = text_context(model, encoded)
     hidden = torch.zeros(fused.tokens.shape[0], dtype=torch.bool, device=fused.tokens.device)
     null = text_context(model, encoded, hidden)
