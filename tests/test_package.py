@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from opt.config import load_config
 from opt.serving.bundle import Candidate
-from opt.serving.package import bentoml_home, metric_value, select_best
+from opt.files import metric_value
+from opt.serving.package import bentoml_home, select_best
 from serving_fixtures import PROJECT, TEST_LIMITS, package_tiny, start_server, stop_server
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from opt.config import PROJECT_ROOT, path
-from opt.serving.package import metric_value
+from opt.files import metric_value
 
 DEFAULT_REFERENCE = PROJECT_ROOT / "reference" / "default_run.yaml"
 

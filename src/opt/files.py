@@ -1,8 +1,9 @@
-"""Small file helpers shared by stages: content hashes and metrics JSON."""
+"""Small file helpers shared by stages: content hashes, metrics JSON and reading a metric back."""
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 from opt.config import path
@@ -29,3 +30,17 @@ def write_metrics(cfg, name: str, metrics: dict) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=1, sort_keys=True))
     return out
+
+
+def metric_value(results: dict, dotted: str) -> float | None:
+    """The number at a dotted path (keys may hold dots or slashes: the longest matching key wins)."""
+    node, rest = results, dotted
+    while rest:
+        if not isinstance(node, dict):
+            return None
+        keys = [k for k in node if rest == k or rest.startswith(f"{k}.")]
+        if not keys:
+            return None
+        key = max(keys, key=len)
+        node, rest = node[key], rest[len(key) + 1:]
+    return float(node) if isinstance(node, (int, float)) and math.isfinite(node) else None

@@ -10,7 +10,6 @@ metrics/package.json records the tags and the metric for DVC. The store is BENTO
 """
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import yaml
 from opt.config import PROJECT_ROOT, path, root_dir, to_yaml
 from opt.data.dataset import read_params
-from opt.files import write_metrics
+from opt.files import metric_value, write_metrics
 from opt.serving.bundle import Candidate, write_bundle
 
 
@@ -29,20 +28,6 @@ def candidates(cfg) -> list[Candidate]:
     for variant in sorted(compare.iterdir()) if compare.is_dir() else []:
         runs.append(Candidate(f"compare/{variant.name}", variant / "models", variant / "metrics" / "eval.json"))
     return [c for c in runs if c.metrics.exists() and (c.models / "pretrain" / "model.safetensors").exists()]
-
-
-def metric_value(results: dict, dotted: str) -> float | None:
-    """The number at a dotted path (keys may hold dots or slashes: the longest matching key wins)."""
-    node, rest = results, dotted
-    while rest:
-        if not isinstance(node, dict):
-            return None
-        keys = [k for k in node if rest == k or rest.startswith(f"{k}.")]
-        if not keys:
-            return None
-        key = max(keys, key=len)
-        node, rest = node[key], rest[len(key) + 1:]
-    return float(node) if isinstance(node, (int, float)) and math.isfinite(node) else None
 
 
 def select_best(scored: list[tuple[Candidate, dict]], metric: str, mode: str) -> tuple[Candidate, float]:
