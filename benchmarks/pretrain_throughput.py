@@ -63,11 +63,12 @@ def synthetic_batch(b: int, device: torch.device, min_frames: int, seed: int = 0
 
 
 def build_trainer(size: str, precision: str, batch: dict, device: torch.device, run_dir: Path,
-                  compile: bool = False) -> Trainer:
+                  compile: bool = False, deterministic: bool = True) -> Trainer:
     b = batch["tokens"].shape[0]
     model = OPT(model_config(size), DIMS)
     objective = PretrainObjective(model, ObjectivesConfig(), SpecialTokens(pad=0, mask=4, count=7))
-    tcfg = TrainerConfig(batch_size=b, precision=precision, device=str(device), max_steps=10**6, compile=compile)
+    tcfg = TrainerConfig(batch_size=b, precision=precision, device=str(device), max_steps=10**6, compile=compile,
+                         deterministic=deterministic)
     trainer = Trainer(objective, range(b), tcfg, run_dir)
     trainer.next_batch = lambda: batch  # the same batch every step: no data loading in the timing
     return trainer
@@ -96,7 +97,7 @@ def profile_table(trainer: Trainer, device: torch.device, steps: int = 2, rows: 
 def measure(size: str, precision: str, batch: dict, device: torch.device, args, flops: int | None) -> dict:
     """Warm up, count FLOPs (if not yet known for this size), then time `args.steps` train steps."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = build_trainer(size, precision, batch, device, Path(tmp), args.compile)
+        trainer = build_trainer(size, precision, batch, device, Path(tmp), args.compile, not args.nondeterministic)
         per_op = None
         if flops is None:
             flops, per_op = count_flops(lambda: eager_step(trainer))
@@ -146,7 +147,7 @@ def describe(device: torch.device, args) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return {"device": str(device), "device_name": name, "torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "loadavg_start": os.getloadavg(), "batch": args.batch,
-            "steps": args.steps, "warmup": args.warmup, "min_frames": args.min_frames, "compile": args.compile}
+            "steps": args.steps, "warmup": args.warmup, "deterministic": not args.nondeterministic, "min_frames": args.min_frames, "compile": args.compile}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -161,6 +162,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--peak-size", type=int, default=None, help="n of the n^3 peak matmul (default 2048 CPU, 8192 CUDA)")
     ap.add_argument("--min-frames", type=int, default=300, help="shortest synthetic clip in mel frames (of 1200)")
     ap.add_argument("--compile", action="store_true", help="compile every Transformer block (trainer.compile=true)")
+    ap.add_argument("--nondeterministic", action="store_true", help="trainer.deterministic=false (torch's default kernels)")
     ap.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of each config to stderr")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
     args = ap.parse_args(argv)

@@ -17,8 +17,11 @@ def publish_validation(overrides: list[str], config_file: str | None) -> None:
 
 
 def metrics_rows(eval_json: dict) -> list[dict]:
-    """eval.json (task -> split -> metric -> value) as table rows."""
-    return [{"task": task, "split": split, "metric": metric, "value": value}
+    """eval.json (task -> split -> {metric: value, "blind": {metric: value}}) as table rows, each
+    metric beside its blind baseline."""
+    from opt.tasks.metrics import BLIND
+
+    return [{"task": task, "split": split, "metric": metric, "value": value, "blind": metrics.get(BLIND, {}).get(metric)}
             for task, splits in eval_json.items() for split, metrics in splits.items()
             for metric, value in metrics.items() if isinstance(value, (int, float))]
 

@@ -1,5 +1,6 @@
-"""`opt check`: a run inside the reference's tolerances passes; drift, a different config, a
-missing metric or a short loss curve fails; the CLI exits 1 on any of them."""
+"""`opt check`: a run inside the reference's tolerances that beats its blind baselines passes;
+drift, a different config, a missing metric, a short loss curve or a metric at its blind
+baseline fails; the CLI exits 1 on any of them. The shipped reference covers every result key."""
 from __future__ import annotations
 
 import json
@@ -10,55 +11,64 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from opt.check import compare
+from opt.check import DEFAULT_REFERENCE, HEADLINE, compare, result_config, write_reference
+from opt.config import load_config
 
 REFERENCE = {
     "config": {"data.n": 100, "model.name": "tiny"},
-    "metrics": {"eval.json: retrieval.test.text_to_image/R@1": [0.20, 0.05], "eval.json: vqa.test.accuracy": [0.5, 0.1]},
-    "loss_curve": {"1-2": [10.0, 1.0], "3-4": [8.0, 1.0]},
+    "metrics": {"eval.json: retrieval.test.text_to_image/R@1": {"expected": 0.20, "tolerance": 0.05, "above_blind": 0.02},
+                "eval.json: speech_recognition.test.wer": {"expected": 0.5, "tolerance": 0.1, "above_blind": 0.02}},
+    "loss_curve": {"1-2": {"expected": 10.0, "tolerance": 1.0}, "3-4": {"expected": 8.0, "tolerance": 1.0}},
 }
 
 
-def write_run(root, r1=0.22, losses=(10.5, 9.8, 8.2, 7.6), n=100):
+def write_run(root, r1=0.22, wer=0.45, blind_r1=0.01, blind_wer=0.7, losses=(10.5, 9.8, 8.2, 7.6), n=100, seed=0):
     (root / "metrics").mkdir(parents=True)
     (root / "runs").mkdir()
-    eval_json = {"retrieval": {"test": {"text_to_image/R@1": r1}}, "vqa": {"test": {"accuracy": 0.45}}}
+    eval_json = {"retrieval": {"test": {"text_to_image/R@1": r1, "blind": {"text_to_image/R@1": blind_r1}}},
+                 "speech_recognition": {"test": {"wer": wer, "blind": {"wer": blind_wer}}}}
     (root / "metrics" / "eval.json").write_text(json.dumps(eval_json))
     rows = ["step,loss"] + [f"{i + 1},{v}" for i, v in enumerate(losses)]
     (root / "metrics" / "pretrain_losses.csv").write_text("\n".join(rows) + "\n")
-    (root / "runs" / "evaluate.yaml").write_text(yaml.safe_dump({"data": {"n": n}, "model": {"name": "tiny"}}))
+    (root / "runs" / "evaluate.yaml").write_text(yaml.safe_dump({"data": {"n": n}, "model": {"name": "tiny"},
+                                                                 "trainer": {"seed": seed}}))
 
 
 def failures(root) -> list[str]:
     results = compare(REFERENCE, root / "metrics", OmegaConf.load(root / "runs" / "evaluate.yaml"))
-    assert len(results) == 6
+    assert len(results) == 8
     return [r.name for r in results if not r.ok]
 
 
-def test_a_run_within_tolerance_passes(tmp_path):
+def test_a_run_within_tolerance_and_above_blind_passes(tmp_path):
     write_run(tmp_path)
     assert failures(tmp_path) == []
 
 
 @pytest.mark.parametrize("change,failed", [
-    ({"r1": 0.26}, "eval.json retrieval.test.text_to_image/R@1"),  # drifted past 0.20 +- 0.05
-    ({"r1": 0.14}, "eval.json retrieval.test.text_to_image/R@1"),  # either direction
-    ({"losses": (10.5, 9.8, 9.9, 9.5)}, "pre-training loss, steps 3-4"),  # a slower loss curve
-    ({"losses": (10.5, 9.8, 8.2)}, "pre-training loss, steps 3-4"),  # a run that stopped early
-    ({"n": 60}, "config data.n"),  # another config: not comparable
+    ({"r1": 0.26}, ["eval.json retrieval.test.text_to_image/R@1"]),  # drifted past 0.20 +- 0.05
+    ({"r1": 0.14}, ["eval.json retrieval.test.text_to_image/R@1"]),  # either direction
+    ({"losses": (10.5, 9.8, 9.9, 9.5)}, ["pre-training loss, steps 3-4"]),  # a slower loss curve
+    ({"losses": (10.5, 9.8, 8.2)}, ["pre-training loss, steps 3-4"]),  # a run that stopped early
+    ({"n": 60}, ["config data.n"]),  # another config: not comparable
+    # within tolerance, yet no better than a model that ignores its input (WER: lower is better)
+    ({"blind_r1": 0.21}, ["retrieval.test.text_to_image/R@1 above blind (0.21) by 0.02"]),
+    ({"wer": 0.55, "blind_wer": 0.56}, ["speech_recognition.test.wer below blind (0.56) by 0.02"]),
 ])
-def test_drift_or_another_config_fails(tmp_path, change, failed):
+def test_drift_another_config_or_a_blind_level_metric_fails(tmp_path, change, failed):
     write_run(tmp_path, **change)
-    assert failures(tmp_path) == [failed]
+    assert failures(tmp_path) == failed
 
 
-def test_a_missing_metric_fails(tmp_path):
+def test_a_missing_metric_or_blind_baseline_fails(tmp_path):
     write_run(tmp_path)
-    (tmp_path / "metrics" / "eval.json").write_text(json.dumps({"vqa": {"test": {"accuracy": 0.45}}}))
-    assert failures(tmp_path) == ["eval.json retrieval.test.text_to_image/R@1"]
+    (tmp_path / "metrics" / "eval.json").write_text(json.dumps(
+        {"retrieval": {"test": {"text_to_image/R@1": 0.2}}, "speech_recognition": {"test": {"blind": {"wer": 0.7}}}}))
+    assert failures(tmp_path) == ["retrieval.test.text_to_image/R@1 above blind (missing) by 0.02",
+                                  "eval.json speech_recognition.test.wer", "speech_recognition.test.wer below blind (0.7) by 0.02"]
 
 
-def test_cli_exit_code_follows_the_checks(tmp_path):
+def test_cli_exit_code_follows_the_checks_and_names_blind_metrics(tmp_path):
     reference = tmp_path / "reference.yaml"
     reference.write_text(yaml.safe_dump(REFERENCE))
 
@@ -68,7 +78,53 @@ def test_cli_exit_code_follows_the_checks(tmp_path):
 
     write_run(tmp_path / "good")
     write_run(tmp_path / "drifted", r1=0.3)
-    good, drifted, absent = opt_check(tmp_path / "good"), opt_check(tmp_path / "drifted"), opt_check(tmp_path / "none")
-    assert good.returncode == 0 and "6 of 6 checks within the reference" in good.stdout
+    write_run(tmp_path / "blind", r1=0.2, blind_r1=0.19)
+    good, drifted, blind = opt_check(tmp_path / "good"), opt_check(tmp_path / "drifted"), opt_check(tmp_path / "blind")
+    absent = opt_check(tmp_path / "none")
+    assert good.returncode == 0 and "8 of 8 checks within the reference" in good.stdout
     assert drifted.returncode == 1 and "OUTSIDE" in drifted.stdout
+    assert blind.returncode == 1 and "at their blind baseline" in blind.stdout and "text_to_image/R@1" in blind.stdout
     assert absent.returncode == 1 and "run the pipeline" in absent.stderr
+
+
+def write_full_run(root, cfg, seed: int, r1: float) -> None:
+    """A finished run of `cfg` with trainer.seed `seed`: every headline metric, 250 logged steps."""
+    eval_json: dict = {}
+    for dotted in HEADLINE:
+        task, split, metric = dotted.split(".", 2)
+        value = r1 if metric == "text_to_image/R@1" else 0.5
+        eval_json.setdefault(task, {}).setdefault(split, {}).update({metric: value, "blind": {metric: 0.1}})
+    (root / "metrics").mkdir(parents=True)
+    (root / "metrics" / "eval.json").write_text(json.dumps(eval_json))
+    rows = ["step,loss"] + [f"{i},{30 - i / 25}" for i in range(1, 251)]
+    (root / "metrics" / "pretrain_losses.csv").write_text("\n".join(rows) + "\n")
+    saved = OmegaConf.to_container(cfg)
+    saved["trainer"]["seed"] = seed
+    (root / "runs").mkdir()
+    (root / "runs" / "evaluate.yaml").write_text(yaml.safe_dump(saved))
+
+
+def test_write_reference_from_two_seeds(tmp_path):
+    cfg = load_config(["model=tiny"])
+    write_full_run(tmp_path / "s0", cfg, 0, 0.20)
+    write_full_run(tmp_path / "s1", cfg, 1, 0.24)
+    reference = write_reference(cfg, [tmp_path / "s0", tmp_path / "s1"], tmp_path / "ref.yaml")
+    r1 = reference["metrics"]["eval.json: retrieval.test.text_to_image/R@1"]
+    assert r1["expected"] == pytest.approx(0.22) and r1["tolerance"] == pytest.approx(3 * 0.04 / 2**0.5, abs=1e-4)
+    assert r1["above_blind"] > 0 and set(reference["runs"]) == {"seed 0", "seed 1"}
+    assert "above_blind" not in reference["metrics"]["eval.json: text_to_image.test.frechet_distance"]
+    written = OmegaConf.to_container(OmegaConf.load(tmp_path / "ref.yaml"))
+    assert written["metrics"] == reference["metrics"] and written["config"]["model.name"] == "tiny"
+    with pytest.raises(ValueError, match="another config"):  # a run of another config is no seed of this one
+        write_reference(load_config(["model=small"]), [tmp_path / "s0", tmp_path / "s1"], tmp_path / "bad.yaml")
+    with pytest.raises(ValueError, match="two different seeds"):
+        write_reference(cfg, [tmp_path / "s0", tmp_path / "s0"], tmp_path / "bad.yaml")
+
+
+def test_shipped_reference_holds_for_the_default_config_in_every_result_key():
+    """Change a default that changes results and this fails until the reference is measured again."""
+    reference = OmegaConf.to_container(OmegaConf.load(DEFAULT_REFERENCE))
+    assert reference["config"] == result_config(load_config([]))
+    assert len(reference["runs"]) >= 2
+    for spec, entry in reference["metrics"].items():
+        assert entry["tolerance"] > 0, spec

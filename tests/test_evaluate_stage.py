@@ -1,5 +1,7 @@
-"""`opt evaluate` after pre-training writes eval.json with every task and split, and a report."""
+"""`opt evaluate` after pre-training writes eval.json with every task and split, each metric beside
+its blind baseline, and a report that shows both."""
 import json
+import math
 import subprocess
 import sys
 
@@ -17,11 +19,19 @@ def test_evaluate_writes_every_task_and_split(pretrained_synth):
     assert set(results) == set(TASK_NAMES)
     for task, splits in results.items():
         assert set(splits) == {"test", "test_compositional"}, task
-        assert all(splits[s] for s in splits), f"{task} reported no metric"
+        for split, values in splits.items():
+            blind = values.pop("blind")
+            assert values and blind, f"{task} {split}: no metric or no blind baseline"
+            assert set(blind) <= set(values), f"{task} {split}: a blind baseline of no metric"
+            assert all(math.isfinite(v) for v in [*values.values(), *blind.values()]), (task, split)
+    assert results["retrieval"]["test"]["text_to_image/R@1"] >= 0
+    assert set(results["text_to_image"]["test"]) >= {"attribute_accuracy", "frechet_distance", "probe_accuracy"}
     report = (root / "reports" / "eval.md").read_text()
+    assert "| metric | test | test blind | test_compositional | test_compositional blind |" in report
     assert all(f"## {task}" in report for task in TASK_NAMES)
     assert list((root / "reports" / "eval").glob("*.png"))
     # the shipped reference (opt check) names metrics that evaluate writes
     reference = OmegaConf.to_container(OmegaConf.load(DEFAULT_REFERENCE))
     checks = compare({"metrics": reference["metrics"]}, root / "metrics", OmegaConf.create({}))
-    assert checks and all(c.got is not None for c in checks), [c.name for c in checks if c.got is None]
+    missing = [c.name for c in checks if c.got is None or c.expected is None]  # a metric or its blind baseline
+    assert checks and not missing, missing

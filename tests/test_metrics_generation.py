@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from opt.tasks.generation_metrics import (bleu4, cider, exact_match, frechet_distance, label_set_accuracy,
-                                          normalise, wer)
+from pycocoevalcap.bleu.bleu import Bleu
+
+from opt.tasks.generation_metrics import (ConstantBleu, best_constant, blind_caption_scores, bleu4, candidate_pool, cider,
+                                          exact_match, frechet_distance, label_set_accuracy, normalise, wer)
 
 CAPTIONS = ["a red circle on the left", "two blue squares at the top", "a small green star below the heart"]
 
@@ -45,3 +47,31 @@ def test_label_set_accuracy_hand_computed():
     pred = np.array([[1, 0, 0], [1, 0, 1]], dtype=bool)  # 1/2 and 1/2
     assert label_set_accuracy(pred, truth) == pytest.approx(0.5)
     assert exact_match(pred, truth) == 0.0
+
+
+def test_an_empty_hypothesis_scores_as_cocos_scorer_scores_it():
+    hypotheses = [CAPTIONS[0], CAPTIONS[1], ""]
+    coco, _ = Bleu(4).compute_score({i: [c] for i, c in enumerate(CAPTIONS)}, {i: [h] for i, h in enumerate(hypotheses)}, verbose=0)
+    assert bleu4(hypotheses, CAPTIONS) == pytest.approx(coco[3])
+    assert bleu4(hypotheses, CAPTIONS) < bleu4([CAPTIONS[0], CAPTIONS[1], "a"], CAPTIONS)  # empty earns nothing
+    assert bleu4([""] * 3, CAPTIONS) == pytest.approx(0.0, abs=1e-9) and cider([""] * 3, CAPTIONS) == 0.0
+    with pytest.raises(ValueError, match="reference"):
+        bleu4(["a red circle"], [""])
+
+
+def test_constant_bleu_equals_cocos_score_of_a_constant_corpus():
+    references = CAPTIONS + ["a red circle at the top", "two red circles on the left", "a blue star"]
+    score = ConstantBleu(references)
+    for candidate in ("a red circle on the left", "two blue circles at the top", "a blue star", "hexagon"):
+        assert score(candidate) == pytest.approx(bleu4([candidate] * len(references), references), abs=1e-9)
+
+
+def test_blind_caption_and_transcript_baselines_pick_the_best_single_train_text():
+    train = ["a red circle on the left", "a red circle on the left", "two blue squares", "a star", "A red circle at the top."]
+    references = ["a red circle on the right", "a red circle at the left", "a red circle on the left top"]
+    assert candidate_pool(train) == sorted({normalise(t) for t in train})  # distinct, normalised
+    blind = blind_caption_scores(train, references)
+    every = [bleu4([c] * 3, references) for c in candidate_pool(train)]
+    assert blind["bleu4"] == pytest.approx(max(every)) and blind["bleu4"] > 0
+    best, value = best_constant(candidate_pool(train), references, wer, lower_is_better=True)
+    assert best == "a red circle on the left" and value == pytest.approx(min(wer([c] * 3, references) for c in candidate_pool(train)))

@@ -11,7 +11,7 @@ import pytest
 from opt.config import load_config
 from opt.serving.bundle import Candidate
 from opt.files import metric_value
-from opt.serving.package import bentoml_home, select_best
+from opt.serving.package import bentoml_home, finite_candidates, select_best
 from serving_fixtures import PROJECT, TEST_LIMITS, package_tiny, start_server, stop_server
 
 
@@ -31,6 +31,30 @@ def test_metric_value_walks_dotted_paths_with_slashed_keys():
     assert metric_value(results, "retrieval.test.missing") is None
     assert metric_value(results, "retrieval.test.nan") is None  # not a usable number
     assert metric_value(results, "retrieval.test") is None  # a dict, not a number
+
+
+def write_candidate(root: Path, weight: float, r1: float) -> None:
+    """A run at `root` with one-tensor pre-trained weights and an eval.json."""
+    import torch
+    from safetensors.torch import save_file
+
+    (root / "models" / "pretrain").mkdir(parents=True)
+    save_file({"w": torch.full((3,), weight)}, str(root / "models" / "pretrain" / "model.safetensors"))
+    (root / "metrics").mkdir()
+    (root / "metrics" / "eval.json").write_text(json.dumps({"retrieval": {"test": {"text_to_image/R@1": r1}}}))
+
+
+@pytest.mark.parametrize("weight,r1", [(math.nan, 0.3), (1.0, math.inf)])
+def test_package_refuses_a_model_whose_weights_or_metrics_are_not_finite(tmp_path, capsys, weight, r1):
+    from opt.stages import StageFailed
+
+    write_candidate(tmp_path, weight, r1)
+    cfg = load_config([f"paths.root={tmp_path}"])
+    with pytest.raises(StageFailed, match="finite"):
+        finite_candidates(cfg)
+    assert "refusing run" in capsys.readouterr().out
+    write_candidate(tmp_path / "compare" / "full", 1.0, 0.2)  # a finite variant beside it is packaged instead
+    assert [c.name for c, _ in finite_candidates(cfg)] == ["compare/full"]
 
 
 def test_select_best_by_metric_and_mode():

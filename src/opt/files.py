@@ -44,3 +44,12 @@ def metric_value(results: dict, dotted: str) -> float | None:
         key = max(keys, key=len)
         node, rest = node[key], rest[len(key) + 1:]
     return float(node) if isinstance(node, (int, float)) and math.isfinite(node) else None
+
+
+def non_finite_numbers(tree, prefix: str = "") -> list[str]:
+    """Dotted paths of the numbers in a nested dict/list (e.g. metrics JSON) that are NaN or infinite."""
+    if isinstance(tree, dict):
+        return [p for k, v in tree.items() for p in non_finite_numbers(v, f"{prefix}{k}.")]
+    if isinstance(tree, list):
+        return [p for i, v in enumerate(tree) for p in non_finite_numbers(v, f"{prefix}{i}.")]
+    return [prefix.rstrip(".")] if isinstance(tree, float) and not math.isfinite(tree) else []

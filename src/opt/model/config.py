@@ -90,6 +90,7 @@ class TrainerConfig:
     compile: bool = False
     device: str = "cpu"  # cpu | cuda | auto
     seed: int = 0
+    deterministic: bool = True  # torch's deterministic kernels: same config, same bytes (see opt.train.seeding)
     checkpoint_every: int = 50
     resume: bool = True  # continue from the latest checkpoint of this run when present
     init_from: str | None = None  # start from these weights (fine-tuning); None: from scratch

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from opt.config import PROJECT_ROOT, path, root_dir, to_yaml
 from opt.data.dataset import read_params
-from opt.files import metric_value, write_metrics
+from opt.files import metric_value, non_finite_numbers, write_metrics
 from opt.serving.bundle import Candidate, write_bundle
 
 
@@ -28,6 +28,37 @@ def candidates(cfg) -> list[Candidate]:
     for variant in sorted(compare.iterdir()) if compare.is_dir() else []:
         runs.append(Candidate(f"compare/{variant.name}", variant / "models", variant / "metrics" / "eval.json"))
     return [c for c in runs if c.metrics.exists() and (c.models / "pretrain" / "model.safetensors").exists()]
+
+
+def unservable(candidate: Candidate, results: dict) -> list[str]:
+    """Why a candidate must not be served: its non-finite metrics and weight files (empty: none)."""
+    from safetensors.torch import load_file
+
+    from opt.train.checkpoint import non_finite
+
+    problems = [f"metric {m} is not finite" for m in non_finite_numbers(results)]
+    for file in sorted(candidate.models.glob("pretrain/*.safetensors")) + sorted(candidate.models.glob("finetune/*/*.safetensors")):
+        bad = non_finite(load_file(str(file)))
+        problems += [f"{file.relative_to(candidate.models)}: {len(bad)} non-finite tensors ({bad[0]})"] if bad else []
+    return problems
+
+
+def finite_candidates(cfg) -> list[tuple[Candidate, dict]]:
+    """(candidate, its eval.json) of every candidate whose weights and metrics are all finite;
+    the others are refused with their reasons printed; StageFailed when none is left."""
+    from opt.stages import StageFailed
+
+    scored = []
+    for candidate in candidates(cfg):
+        results = candidate.eval_results()
+        problems = unservable(candidate, results)
+        if problems:
+            print(f"package: refusing {candidate.name}: {'; '.join(problems[:5])}")
+        else:
+            scored.append((candidate, results))
+    if not scored:
+        raise StageFailed("no evaluated model with finite weights and metrics to package")
+    return scored
 
 
 def select_best(scored: list[tuple[Candidate, dict]], metric: str, mode: str) -> tuple[Candidate, float]:
@@ -114,7 +145,7 @@ def package(cfg) -> dict:
     """Stage `opt package`: choose, import, build; writes metrics/package.json."""
     home = bentoml_home(cfg)
     spec = bentofile(cfg) if cfg.serve.build_bento else None
-    scored = [(c, c.eval_results()) for c in candidates(cfg)]
+    scored = finite_candidates(cfg)
     best, value = select_best(scored, str(cfg.serve.metric), str(cfg.serve.metric_mode))
     metadata = {"metric": str(cfg.serve.metric), "metric_value": value, "candidate": best.name,
                 "metrics": without_none(next(results for c, results in scored if c is best)),

@@ -2,7 +2,8 @@
 
 A task owns small heads on top of the pre-trained OPT model, an objective for fine-tuning
 (forward(batch, draw) -> {"loss": ..., "<task>_loss": ...}, trained by the shared Trainer),
-and `evaluate(split) -> {metric: value}`. Batches are TrainingSplit items (see
+`evaluate(split) -> {metric: value}`, and `blind(split) -> {metric: value}`: what a model that
+ignores its input scores on the same split, under the same metric names. Batches are TrainingSplit items (see
 opt.train.data): tokens, token_count, image, mel, mel_frames, codes, index.
 """
 from __future__ import annotations
@@ -59,7 +60,7 @@ class TaskModel(nn.Module):
 
 
 class Task:
-    """Subclasses set `name` and implement `heads`, `losses` and `evaluate`."""
+    """Subclasses set `name` and implement `heads`, `losses`, `evaluate` and `blind`."""
 
     name: str = ""
     splits = ("test", "test_compositional")
@@ -72,4 +73,8 @@ class Task:
 
     @torch.no_grad()
     def evaluate(self, model: OPT, heads: nn.Module, split: str, context: TaskContext) -> dict:
+        raise NotImplementedError
+
+    def blind(self, split: str, context: TaskContext) -> dict:
+        """The blind baseline of `evaluate`'s metrics on `split` (from train statistics or chance)."""
         raise NotImplementedError

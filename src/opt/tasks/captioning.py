@@ -18,7 +18,7 @@ from opt.model.encoders import Modality, trim_to_content
 from opt.model.objectives import decoder_loss
 from opt.tasks import register
 from opt.tasks.base import Task, TaskContext
-from opt.tasks.generation_metrics import bleu4, cider
+from opt.tasks.generation_metrics import blind_caption_scores, bleu4, cider
 from opt.train.data import batches
 
 TEXT, IMAGE, AUDIO = Modality.TEXT, Modality.IMAGE, Modality.AUDIO
@@ -120,6 +120,12 @@ class Captioning(Task):
             if not suffix:
                 self.save_picture(data, generated, indices, context.pictures_dir / f"captioning_{split}.png")
         return metrics
+
+    def blind(self, split: str, context: TaskContext) -> dict:
+        """The best single train caption given for every image (with or without the audio)."""
+        train = [r["caption"] for r in context.split("train").records()]
+        scores = blind_caption_scores(train, [r["caption"] for r in context.split(split).records()])
+        return {f"{metric}{suffix}": value for suffix in self.settings for metric, value in scores.items()}
 
     def save_picture(self, data, generated: list[str], indices: list[int], out: Path) -> Path:
         shown = list(range(min(PICTURE_ITEMS, len(indices))))

@@ -10,12 +10,15 @@ import re
 
 import jiwer
 import numpy as np
+from collections import Counter
+
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from scipy import linalg
 
 PUNCTUATION = re.compile(r"[^\w\s']")
-EMPTY = "<empty>"  # stands in for an empty hypothesis, which the scorers reject
+BLIND_POOL = 200  # distinct train texts tried as the constant answer of a blind baseline
+BLIND_SHORTLIST = 5  # of those, the ones with most n-gram overlap are scored by the COCO scorers
 
 
 def normalise(text: str) -> str:
@@ -24,11 +27,14 @@ def normalise(text: str) -> str:
 
 
 def _corpus(candidates: list[str], references: list[str]) -> tuple[dict, dict]:
+    """Normalised {i: [reference]}, {i: [candidate]}. An empty candidate stays empty and scores
+    as COCO's scorer scores it (no n-gram matches); an empty reference is an error."""
     if len(candidates) != len(references) or not candidates:
         raise ValueError(f"need as many candidates as references (> 0), got {len(candidates)} and {len(references)}")
-    hyps = {i: [normalise(c) or EMPTY] for i, c in enumerate(candidates)}
-    refs = {i: [normalise(r) or EMPTY] for i, r in enumerate(references)}
-    return refs, hyps
+    refs = {i: [normalise(r)] for i, r in enumerate(references)}
+    if not all(r[0] for r in refs.values()):
+        raise ValueError("a reference caption is empty")
+    return refs, {i: [normalise(c)] for i, c in enumerate(candidates)}
 
 
 def bleu4(candidates: list[str], references: list[str]) -> float:
@@ -53,6 +59,51 @@ def wer(hypotheses: list[str], references: list[str]) -> float:
     if len(refs) != len(hyps) or not refs or not all(refs):
         raise ValueError("need as many hypotheses as references, and no empty reference")
     return float(jiwer.wer(refs, hyps))
+
+
+def candidate_pool(texts: list[str], size: int = BLIND_POOL) -> list[str]:
+    """Up to `size` distinct normalised texts, evenly spaced over the sorted distinct ones."""
+    unique = sorted({normalise(t) for t in texts} - {""})
+    return unique[:: max(1, len(unique) // size)][:size]
+
+
+def ngrams(words: list[str], n: int) -> Counter:
+    return Counter(tuple(words[i: i + n]) for i in range(len(words) - n + 1))
+
+
+class ConstantBleu:
+    """Corpus BLEU-4 of one candidate given as every hypothesis, from n-gram counts of the
+    references made once, with pycocoevalcap's formula (its tiny smoothing and brevity penalty):
+    a fast ranking of constant captions before the best few are scored by the scorers themselves."""
+
+    def __init__(self, references: list[str]):
+        refs = [normalise(r).split() for r in references]
+        self.counts = [[ngrams(ref, n) for ref in refs] for n in range(1, 5)]
+        self.ref_words = sum(map(len, refs))
+
+    def __call__(self, candidate: str) -> float:
+        words, n_refs, product = candidate.split(), len(self.counts[0]), 1.0
+        for n, ref_counts in enumerate(self.counts, start=1):
+            hyp = ngrams(words, n)
+            correct = sum(min(c, ref[g]) for ref in ref_counts for g, c in hyp.items())
+            product *= (correct + 1e-15) / (max(0, len(words) - n + 1) * n_refs + 1e-9)
+        ratio = (len(words) * n_refs + 1e-15) / (self.ref_words + 1e-9)
+        return float(product ** 0.25 * (np.exp(1 - 1 / ratio) if ratio < 1 else 1.0))
+
+
+def best_constant(candidates: list[str], references: list[str], score, lower_is_better: bool = False) -> tuple[str, float]:
+    """The candidate that, given as every hypothesis, scores best against `references` -> (it, score)."""
+    scored = [(score([c] * len(references), references), c) for c in candidates]
+    value, best = (min if lower_is_better else max)(scored, key=lambda t: t[0])
+    return best, value
+
+
+def blind_caption_scores(train_texts: list[str], references: list[str]) -> dict:
+    """BLEU-4 and CIDEr of the best single train text given for every item (blind baseline):
+    the BLIND_SHORTLIST texts of the pool with the highest constant BLEU, scored exactly."""
+    pool = candidate_pool(train_texts)
+    shortlist = sorted(pool, key=ConstantBleu(references), reverse=True)[:BLIND_SHORTLIST]
+    return {"bleu4": best_constant(shortlist, references, bleu4)[1], "cider": best_constant(shortlist, references, cider)[1]}
 
 
 def moments(features: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:

@@ -10,9 +10,19 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 
-from opt.train.retrieval import recall_at_k
+from opt.train.retrieval import chance_recall, recall_at_k
 
-__all__ = ["recall_at_k", "rerank_top_k", "mean_average_precision", "accuracy_by_type"]
+BLIND = "blind"  # eval.json: task -> split -> {metric: value, BLIND: {metric: blind baseline}}
+LOWER_IS_BETTER = ("wer", "frechet_distance")  # every other metric: higher is better
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of `metric` ("wer", "frechet_distance", also as the end of a dotted
+    path like "speech_recognition.test.wer") is the better one."""
+    return metric.split("/")[-1].split(".")[-1].startswith(LOWER_IS_BETTER)
+
+
+__all__ = ["BLIND", "lower_is_better", "recall_at_k", "chance_recall", "rerank_top_k", "mean_average_precision", "accuracy_by_type"]
 
 
 def rerank_top_k(similarity: torch.Tensor, k: int, rescore) -> torch.Tensor:

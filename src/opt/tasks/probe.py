@@ -17,10 +17,11 @@ import json
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from opt.config import path
+from opt.train.checkpoint import save_weights
 from opt.train.data import prepared_identity
 
 PROBE_BATCH = 32
@@ -116,8 +117,7 @@ def load_or_train_probe(cfg, train_split) -> tuple[Probe, list[str]]:
         return probe.eval(), labels
     targets = torch.from_numpy(label_matrix(records, labels))
     probe = train_probe(load_images(train_split), targets, cfg.task.probe_steps)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in probe.state_dict().items()}, out / "probe.safetensors")
+    save_weights(probe.state_dict(), out / "probe.safetensors")
     (out / "probe.json").write_text(json.dumps(meta, indent=1))
     return probe, labels
 

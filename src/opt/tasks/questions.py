@@ -109,6 +109,24 @@ def item_questions(record: dict, index: int, vocab: dict) -> list[Question]:
     return [q for q in out if q is not None]
 
 
+def split_questions(records: list[dict], vocab: dict) -> list[Question]:
+    """Every question of a split's records (item i's from item_questions(record, i))."""
+    return [q for i, r in enumerate(records) for q in item_questions(r, i, vocab)]
+
+
 def answer_vocab(records: list[dict], vocab: dict) -> list[str]:
     """Sorted answers of every question of `records` (train)."""
-    return sorted({q.answer for i, r in enumerate(records) for q in item_questions(r, i, vocab)})
+    return sorted({q.answer for q in split_questions(records, vocab)})
+
+
+def prior_answers(train: list[Question], questions: list[Question]) -> list[str]:
+    """Blind answers: to each question the most common train answer to the same question text,
+    else the most common train answer of its type (ties: the answer sorted first)."""
+    def most_common(key) -> dict:
+        counts: dict = {}
+        for q in train:
+            counts.setdefault(key(q), Counter())[q.answer] += 1
+        return {k: min(c, key=lambda a: (-c[a], a)) for k, c in counts.items()}
+
+    by_text, by_kind = most_common(lambda q: q.text), most_common(lambda q: q.kind)
+    return [by_text.get(q.text, by_kind.get(q.kind, "")) for q in questions]

@@ -16,7 +16,7 @@ from opt.model.encoders import Modality, trim_to_content
 from opt.model.objectives import contrastive_loss
 from opt.tasks import register
 from opt.tasks.base import Task
-from opt.tasks.metrics import recall_at_k, rerank_top_k
+from opt.tasks.metrics import chance_recall, recall_at_k, rerank_top_k
 from opt.train.data import batches
 
 T, I, A = Modality.TEXT, Modality.IMAGE, Modality.AUDIO
@@ -93,3 +93,9 @@ class Retrieval(Task):
             rescore = lambda q, cands: matched_score(model, dataset, q, cands, context.device)  # noqa: E731
             sims[f"{FUSED}_reranked"] = rerank_top_k(sims[FUSED], k, rescore)
         return {f"{name}/{r}": v for name, sim in sims.items() for r, v in recall_at_k(sim).items()}
+
+    def blind(self, split, context) -> dict:
+        """Chance: a random ranking of the split's gallery puts the match in the top k with odds k/N."""
+        names = [*DIRECTIONS, FUSED] + ([f"{FUSED}_reranked"] if int(context.cfg.task.rerank_k) > 0 else [])
+        chance = chance_recall(len(context.split(split)))
+        return {f"{name}/{r}": v for name in names for r, v in chance.items()}

@@ -4,6 +4,8 @@ finetune: the pre-trained model (or, with task.from_scratch, a fresh one) plus t
 heads, trained on train by the shared Trainer; saved to models/finetune/<task>/.
 evaluate: every task on test and test_compositional, with its fine-tuned weights where they
 exist (else the pre-trained model with fresh heads), into metrics/eval.json and reports/eval.md.
+Each split holds the metrics and, under "blind", the same metrics of a model that ignores its
+input (eval.json: task -> split -> {metric, ..., "blind": {metric, ...}}).
 """
 from __future__ import annotations
 
@@ -11,16 +13,17 @@ import json
 
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import save_file
 
 from opt.config import path
 from opt.model.opt import OPT, Dims
 from opt.tasks import TASK_NAMES, get_task
 from opt.tasks.base import TaskContext, TaskModel, TaskObjective
-from opt.train.checkpoint import load_weights
+from opt.tasks.metrics import BLIND
+from opt.train.checkpoint import load_weights, save_weights
 from opt.train.distributed import pick_device
 from opt.files import sha256_file, write_metrics
 from opt.train.data import prepared_identity
+from opt.train.seeding import seed_everything
 from opt.train.trainer import Trainer, fingerprint
 
 
@@ -55,6 +58,7 @@ def finetuned_dir(cfg, name: str):
 def finetune(cfg) -> dict:
     task = get_task(cfg.task.name)
     context = TaskContext(cfg, pick_device(cfg.trainer.device))
+    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # fresh heads (and a from-scratch body) drawn from the run's seed
     model = load_pretrained(cfg, cfg.task.from_scratch)
     objective = TaskObjective(task, model, task.heads(model, context), context)
     tcfg = task_trainer_config(cfg)
@@ -62,9 +66,7 @@ def finetune(cfg) -> dict:
     result = Trainer(objective, context.split("train"), tcfg, run_dir,
                      fingerprint=fingerprint(cfg, ("task",), tcfg, {**prepared_identity(cfg), "pretrained":
                                              sha256_file(path(cfg, "models") / "pretrain" / "model.safetensors")})).fit()
-    out = finetuned_dir(cfg, task.name)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in objective.model.state_dict().items()}, out / "model.safetensors")
+    save_weights(objective.model.state_dict(), finetuned_dir(cfg, task.name) / "model.safetensors")
     result["val"] = task.evaluate(model.eval(), objective.model.heads.eval(), "val", context)
     write_metrics(cfg, f"finetune_{task.name}", result)
     print(f"finetune {task.name}: {result['step']} steps, val {json.dumps(result['val'])}")
@@ -73,6 +75,7 @@ def finetune(cfg) -> dict:
 
 def load_task_model(cfg, task, context: TaskContext) -> TaskModel:
     """Fine-tuned weights of `task` when they exist, else the pre-trained model with fresh heads."""
+    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # fresh heads of a task that was not fine-tuned
     model = load_pretrained(cfg)
     task_model = TaskModel(model, task.heads(model, context))
     saved = finetuned_dir(cfg, task.name) / "model.safetensors"
@@ -88,7 +91,8 @@ def evaluate(cfg) -> dict:
     for name in TASK_NAMES:
         task = get_task(name)
         task_model = load_task_model(cfg, task, context)
-        results[name] = {split: task.evaluate(task_model.opt, task_model.heads, split, context) for split in task.splits}
+        results[name] = {split: {**task.evaluate(task_model.opt, task_model.heads, split, context),
+                                 BLIND: task.blind(split, context)} for split in task.splits}
     out = path(cfg, "metrics") / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, sort_keys=True))

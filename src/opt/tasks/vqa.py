@@ -15,7 +15,7 @@ from opt.model.encoders import Encoded, Modality
 from opt.tasks import register
 from opt.tasks.base import Task
 from opt.tasks.metrics import accuracy_by_type
-from opt.tasks.questions import answer_vocab, item_questions, scene_vocab
+from opt.tasks.questions import answer_vocab, item_questions, prior_answers, scene_vocab, split_questions
 from opt.train.data import batches
 
 
@@ -101,3 +101,11 @@ class VQA(Task):
             gold += [q.answer for q in qs]
             kinds += [q.kind for q in qs]
         return accuracy_by_type(predicted, gold, kinds)
+
+    def blind(self, split, context) -> dict:
+        """Each question answered with the most common train answer to its text (a language prior)."""
+        self.setup(context)
+        train = split_questions(self.records(context, "train"), self.scene)
+        questions = split_questions(self.records(context, split), self.scene)
+        predicted = prior_answers(train, questions)
+        return accuracy_by_type(predicted, [q.answer for q in questions], [q.kind for q in questions])

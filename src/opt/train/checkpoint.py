@@ -18,13 +18,34 @@ from safetensors.torch import load_file, save_file
 PREFIX = "step-"
 
 
+class NonFiniteError(FloatingPointError):
+    """Training produced a NaN or infinity (a loss, a gradient or a weight); nothing non-finite is saved."""
+
+
+def non_finite(tensors: dict) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity."""
+    return [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def save_weights(weights: dict, file: Path) -> Path:
+    """Weights (name -> tensor) to a safetensors file; refuses any non-finite tensor."""
+    bad = non_finite(weights)
+    if bad:
+        raise NonFiniteError(f"not saving {file}: non-finite values in {len(bad)} tensors ({', '.join(bad[:5])})")
+    file = Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    save_file(contiguous(weights), str(file))
+    return file
+
+
 def save_checkpoint(run_dir: Path, step: int, weights: dict, state_tensors: dict, state: dict, keep: int = 2) -> Path:
-    """Write checkpoint `step` atomically; keep only the newest `keep` checkpoints."""
+    """Write checkpoint `step` atomically; keep only the newest `keep` checkpoints. Refuses
+    non-finite weights, so the newest checkpoint on disk is always a good one to resume."""
     final = Path(run_dir) / f"{PREFIX}{step:06d}"
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(contiguous(weights), tmp / "model.safetensors")
+    save_weights(weights, tmp / "model.safetensors")
     save_file(contiguous(state_tensors), tmp / "state.safetensors")
     (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
     shutil.rmtree(final, ignore_errors=True)

@@ -6,14 +6,15 @@ import shutil
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from opt.config import path
 from opt.data.manifest import SPLITS
 from opt.files import write_metrics
 from opt.model.vq import VQVAE
+from opt.train.checkpoint import save_weights
 from opt.train.data import CODES_DIR, batches, image_tokenizer_dir, prepared_identity, training_split
+from opt.train.seeding import seed_everything
 from opt.train.trainer import Trainer, fingerprint
 
 
@@ -61,12 +62,13 @@ def image_tokenizer(cfg) -> dict:
     batch_size = min(v.batch_size, len(train))  # a small dataset still trains
     tcfg = {**cfg.trainer, "max_steps": v.steps, "batch_size": batch_size, "lr": v.lr, "warmup_steps": min(20, v.steps),
             "weight_decay": 0.0, "precision": "fp32", "compile": False, "checkpoint_every": v.steps, "grad_accum": 1}
+    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     vq = build_vq(cfg)
     tcfg = as_config(tcfg)
     Trainer(VQObjective(vq), train, tcfg, run_dir, fingerprint=fingerprint(cfg, ("image_tokenizer", "prepare", "data"), tcfg, prepared_identity(cfg))).fit()
     shutil.rmtree(out_dir, ignore_errors=True)
     (out_dir / CODES_DIR).mkdir(parents=True)
-    save_file({k: t.contiguous() for k, t in vq.state_dict().items()}, out_dir / "vq.safetensors")
+    save_weights(vq.state_dict(), out_dir / "vq.safetensors")
     metrics = {}
     for split in SPLITS:
         if (path(cfg, "prepared") / split).exists():

@@ -12,7 +12,6 @@ import os
 import shutil
 
 from omegaconf import OmegaConf
-from safetensors.torch import save_file
 from torch import nn
 
 from opt.config import path
@@ -21,11 +20,12 @@ from opt.data.text import CaptionTokenizer, SPECIAL_TOKENS, TOKENIZER_FILE
 from opt.model.masking import Draw
 from opt.model.opt import OPT, Dims
 from opt.model.pretrain import SpecialTokens, pretext_losses
-from opt.train.checkpoint import load_weights
+from opt.train.checkpoint import load_weights, save_weights
 from opt.train.data import CODES_DIR, image_tokenizer_dir, prepared_identity, training_split
 from opt.files import sha256_file, write_metrics
 from opt.train.image_tokenizer import image_tokenizer
 from opt.train.retrieval import zero_shot_retrieval
+from opt.train.seeding import seed_everything
 from opt.train.trainer import Trainer, fingerprint
 
 
@@ -47,6 +47,8 @@ def model_dims(cfg) -> Dims:
 
 
 def build_model(cfg) -> OPT:
+    """A fresh OPT with weights drawn from `trainer.seed` (or loaded from `trainer.init_from`)."""
+    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     model = OPT(cfg.model, model_dims(cfg))
     if cfg.trainer.init_from:
         model.load_state_dict(load_weights(cfg.trainer.init_from))
@@ -56,8 +58,7 @@ def build_model(cfg) -> OPT:
 def save_model(cfg, model: OPT, name: str) -> None:
     """models/<name>/model.safetensors plus config.json (model config and dims) for reloading."""
     out = path(cfg, "models") / name
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: t.detach().cpu().contiguous() for k, t in model.state_dict().items()}, out / "model.safetensors")
+    save_weights(model.state_dict(), out / "model.safetensors")
     config = {"model": OmegaConf.to_container(cfg.model), "dims": vars(model.dims)}
     (out / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
 

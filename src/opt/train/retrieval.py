@@ -14,10 +14,24 @@ DIRECTIONS = {"text_to_image": (Modality.TEXT, Modality.IMAGE), "image_to_text":
 
 
 def recall_at_k(similarity: torch.Tensor, ks=(1, 5, 10)) -> dict:
-    """similarity (Q,G) with the match of query i at gallery i -> {"R@k": share}."""
+    """similarity (Q,G), Q <= G, with the match of query i at gallery item i -> {"R@k": share of
+    queries whose match ranks in the top k}.
+
+    Ties earn nothing: a match ranks below every other gallery item scored greater than *or equal*
+    to it (the pessimistic rank), so a constant model ranks every match last. Non-finite
+    similarities (a diverged model) raise ValueError instead of scoring."""
+    if similarity.ndim != 2 or similarity.shape[0] > similarity.shape[1]:
+        raise ValueError(f"need a (Q,G) similarity with Q <= G, got {tuple(similarity.shape)}")
+    if not bool(torch.isfinite(similarity).all()):
+        raise ValueError(f"{int((~torch.isfinite(similarity)).sum())} non-finite similarities: the model's embeddings are not finite")
     target = similarity.diagonal()[:, None]
-    rank = (similarity > target).sum(dim=1)  # gallery items scored above the match
+    rank = (similarity >= target).sum(dim=1) - 1  # other gallery items scored at least the match
     return {f"R@{k}": float((rank < k).float().mean()) for k in ks}
+
+
+def chance_recall(n: int, ks=(1, 5, 10)) -> dict:
+    """R@k of a model that ranks a gallery of n items at random: k/n (blind baseline)."""
+    return {f"R@{k}": min(k, n) / n for k in ks}
 
 
 @torch.no_grad()

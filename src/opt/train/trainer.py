@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import time
 import warnings
 from contextlib import nullcontext
@@ -27,6 +28,7 @@ from opt.train import checkpoint as ckpt
 from opt.train.distributed import World, barrier, init_world, pick_device
 from opt.train.sampling import BatchOrder
 from opt.train.schedule import lr_factor
+from opt.train.seeding import seed_everything
 
 DATA_BOUND_FRACTION = 0.3  # warn when loading data takes more than this share of a step
 
@@ -76,7 +78,7 @@ class Trainer:
             torch.set_num_threads(tcfg.threads)
         self.device = pick_device(tcfg.device)
         self.world: World = init_world(self.device)
-        torch.manual_seed(tcfg.seed)
+        seed_everything(tcfg.seed, tcfg.deterministic)
         self.objective = objective.to(self.device)
         self.optimizer = build_optimizer(self.objective, tcfg.lr, tcfg.weight_decay)
         factor = lambda s: lr_factor(s, tcfg.warmup_steps, tcfg.max_steps, tcfg.min_lr_ratio)  # noqa: E731
@@ -171,13 +173,25 @@ class Trainer:
     def train_step(self) -> tuple[dict, float]:
         """One optimizer step -> (mean losses and grad norm, data-loading seconds)."""
         totals, data_seconds = self.accumulate_gradients()
-        if self.tcfg.grad_clip:
-            totals["grad_norm"] = float(nn.utils.clip_grad_norm_(self.objective.parameters(), self.tcfg.grad_clip))
+        max_norm = self.tcfg.grad_clip or float("inf")  # the norm is measured (and checked) either way
+        totals["grad_norm"] = float(nn.utils.clip_grad_norm_(self.objective.parameters(), max_norm))
+        self.stop_if_non_finite(totals)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return totals, data_seconds
+
+    def stop_if_non_finite(self, values: dict) -> None:
+        """Raise NonFiniteError before a step with a non-finite loss or gradient is applied: the
+        weights stay as they were and the newest checkpoint stays resumable."""
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            last = ckpt.latest_checkpoint(self.run_dir)
+            raise ckpt.NonFiniteError(
+                f"step {self.step + 1}: non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} "
+                f"(all values: {', '.join(f'{k}={v:.4g}' for k, v in values.items())}); training stopped, nothing saved; "
+                f"last good checkpoint: {last or 'none'}")
 
     def fit(self, stop_at: int | None = None) -> dict:
         """Train to `max_steps` (or stop after step `stop_at`, as if killed there)."""
