@@ -97,12 +97,12 @@ def test_package_imports_a_self_contained_model_and_builds_a_bento(packaged):
     assert meta["git_revision"] and "model:" in meta["config"]
     for part in ("config.yaml", "bundle.json", "models/pretrain/model.safetensors", "models/pretrain/config.json",
                  "models/finetune/retrieval/model.safetensors", "models/image_tokenizer/vq.safetensors",
-                 "data/prepared/params.json", "data/prepared/tokenizer.json", "data/prepared/test/shards.json"):
+                 "data/prepared/params.json", "data/prepared/tokenizer.json", "data/prepared/train/shards.json"):
         assert (model / part).exists(), part
     bundle = json.loads((model / "bundle.json").read_text())
-    assert bundle["finetuned"] == ["retrieval"] and bundle["gallery"]["split"] == "test"
+    assert bundle["finetuned"] == ["retrieval"] and bundle["gallery"]["split"] == "train"
     assert bundle["vocab"]["classification"] and bundle["vocab"]["vqa"]["answers"]
-    assert not (model / "data" / "prepared" / "train").exists()  # only the gallery split travels
+    assert not (model / "data" / "prepared" / "test").exists()  # only the gallery split travels
     assert str(PROJECT) not in str(model)  # the store lives outside the project
     code = Path(info["bento"]) / "src"  # BentoML imports the service with this folder first on sys.path
     assert (code / "opt" / "serving" / "service.py").exists() and not (code / "src").exists()

@@ -94,6 +94,21 @@ def test_generate_image_with_a_seed_repeats_in_any_batch(client):
     assert len({png("a large red circle", seed) for seed in (1, 2, 3)}) > 1
 
 
+def test_a_served_caption_finds_its_own_image_in_the_top_5(server, client, pretrained_synth):
+    """The fixture's model was trained on the gallery's (train) pairs: through HTTP, tokenizer,
+    encoders and ranking, most captions must find their own image; chance is 5 / 42."""
+    from opt.config import load_config
+    from opt.train.data import training_split
+
+    records = training_split(load_config(pretrained_synth[1]), "train", with_codes=False).records()
+    found = []
+    for index, record in enumerate(records):
+        body = client.post("/retrieve", json={"text": record["caption"], "k": 5, "target": "image"}).json()
+        found.append(index in [item["index"] for item in body["items"]])
+    assert sum(found) / len(found) >= 0.8, f"{sum(found)} of {len(found)} captions found their image"
+    assert 5 / len(records) < 0.2
+
+
 def check_ranked(body: dict, k: int, query: str, target: str) -> None:
     assert (body["query"], body["target"]) == (query, target)
     scores = [item["score"] for item in body["items"]]
