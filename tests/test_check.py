@@ -11,7 +11,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from opt.check import DEFAULT_REFERENCE, HEADLINE, compare, result_config, write_reference
+from opt.check import DEFAULT_REFERENCE, HEADLINE_PATHS, compare, result_config, write_reference
 from opt.config import load_config
 
 REFERENCE = {
@@ -90,7 +90,7 @@ def test_cli_exit_code_follows_the_checks_and_names_blind_metrics(tmp_path):
 def write_full_run(root, cfg, seed: int, r1: float) -> None:
     """A finished run of `cfg` with trainer.seed `seed`: every headline metric, 250 logged steps."""
     eval_json: dict = {}
-    for dotted in HEADLINE:
+    for dotted in HEADLINE_PATHS:
         task, split, metric = dotted.split(".", 2)
         value = r1 if metric == "text_to_image/R@1" else 0.5
         eval_json.setdefault(task, {}).setdefault(split, {}).update({metric: value, "blind": {metric: 0.1}})

@@ -21,17 +21,14 @@ from omegaconf import OmegaConf
 
 from opt.config import PROJECT_ROOT, path
 from opt.files import metric_value
-from opt.tasks.metrics import BLIND, lower_is_better
+from opt.tasks.metrics import BLIND, HEADLINE, lower_is_better
 
 DEFAULT_REFERENCE = PROJECT_ROOT / "reference" / "default_run.yaml"
 RESULT_GROUPS = ("data", "prepare", "image_tokenizer", "model", "objectives", "trainer", "task")
 NOT_RESULTS = {"data.workers", "data.executor", "data.task_runner", "prepare.workers", "trainer.checkpoint_every",
                "trainer.resume", "trainer.threads", "task.name"}  # how a run is executed, not what it computes
-HEADLINE = [f"{task}.{split}.{metric}" for split in ("test", "test_compositional") for task, metric in (
-    ("retrieval", "text_to_image/R@1"), ("retrieval", "image_to_text/R@1"), ("retrieval", "audio_to_image/R@1"),
-    ("retrieval", "text_audio_to_image/R@1"), ("classification", "mAP"), ("vqa", "accuracy"), ("captioning", "bleu4"),
-    ("captioning", "cider"), ("speech_recognition", "wer"), ("text_to_image", "attribute_accuracy"),
-    ("text_to_image", "frechet_distance"))]
+HEADLINE_PATHS = [f"{task}.{split}.{metric}" for split in ("test", "test_compositional")
+                  for task, metrics in HEADLINE.items() for metric in metrics]
 BLIND_MARGIN = 0.02  # a headline metric must beat its blind baseline by this much (absolute): about one
 # standard error of a share on this test split (VQA: sqrt(0.4 * 0.6 / ~800 questions) = 0.017) ...
 WIDER_BLIND_MARGINS = {"mAP": 0.1, "attribute_accuracy": 0.1}  # ... except where an untrained model already
@@ -175,7 +172,7 @@ def measured(root: Path) -> dict:
     results = read_json(root / "metrics" / "eval.json") or {}
     losses = root / "metrics" / "pretrain_losses.csv"
     rows = list(csv.DictReader(losses.open())) if losses.exists() else []
-    return {"metrics": {m: metric_value(results, m) for m in HEADLINE},
+    return {"metrics": {m: metric_value(results, m) for m in HEADLINE_PATHS},
             "loss_curve": {w: mean_loss(rows, w) for w in LOSS_WINDOWS}}
 
 

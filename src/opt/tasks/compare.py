@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from opt.config import load_config, path, typed
 from opt.files import write_metrics
 from opt.tasks import TASK_NAMES
+from opt.tasks.metrics import HEADLINE
 from opt.tasks.probe import probe_dir
 from opt.tasks.run import evaluate, finetune
 from opt.train.data import image_tokenizer_dir
@@ -24,9 +25,6 @@ from opt.train.pretrain import pretrain
 
 VARIANTS = {"no_pretraining": "all", "image_text": "image_text", "no_token": "no_token",
             "no_modality": "no_modality", "no_sample": "no_sample", "full": "all"}
-HEADLINE = {"retrieval": ("text_to_image/R@1", "text_audio_to_image/R@1"), "classification": ("mAP",),
-            "vqa": ("accuracy",), "captioning": ("bleu4", "cider"), "speech_recognition": ("wer",),
-            "text_to_image": ("attribute_accuracy",)}
 
 
 def variant_config(cfg, name: str):

@@ -7,11 +7,10 @@ its Java PTB tokenizer), WER from jiwer, and a Fréchet distance between two fea
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import jiwer
 import numpy as np
-from collections import Counter
-
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from scipy import linalg

@@ -14,6 +14,10 @@ from opt.train.retrieval import chance_recall, recall_at_k
 
 BLIND = "blind"  # eval.json: task -> split -> {metric: value, BLIND: {metric: blind baseline}}
 LOWER_IS_BETTER = ("wer", "frechet_distance")  # every other metric: higher is better
+HEADLINE = {"retrieval": ("text_to_image/R@1", "image_to_text/R@1", "audio_to_image/R@1", "text_audio_to_image/R@1"),
+            "classification": ("mAP",), "vqa": ("accuracy",), "captioning": ("bleu4", "cider"),
+            "speech_recognition": ("wer",), "text_to_image": ("attribute_accuracy", "frechet_distance")}
+# task -> the metrics `opt check` and `opt compare` report
 
 
 def lower_is_better(metric: str) -> bool:
@@ -22,7 +26,7 @@ def lower_is_better(metric: str) -> bool:
     return metric.split("/")[-1].split(".")[-1].startswith(LOWER_IS_BETTER)
 
 
-__all__ = ["BLIND", "lower_is_better", "recall_at_k", "chance_recall", "rerank_top_k", "mean_average_precision", "accuracy_by_type"]
+__all__ = ["BLIND", "HEADLINE", "lower_is_better", "recall_at_k", "chance_recall", "rerank_top_k", "mean_average_precision", "accuracy_by_type"]
 
 
 def rerank_top_k(similarity: torch.Tensor, k: int, rescore) -> torch.Tensor:
