@@ -7,6 +7,7 @@ Target (issue 2, item 8): >= 150 scenes/s on 2 cores at 64x64; eSpeak's ~5-10 ms
 utterance is the floor. Wall-clock rates suffer from anything else running: the table also
 gives CPU ms per scene (process + workers) and the load average before each run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,9 @@ def cpu_seconds() -> float:
 
 def time_generator(root: Path, n: int, workers: int, image_size: int):
     """Generate n scenes under root; returns (config, records, wall s, cpu s)."""
-    cfg = load_config([f"paths.root={root}", f"data.n={n}", f"data.workers={workers}",
-                       f"data.image_size={image_size}", "data.seed=0"])
+    cfg = load_config(
+        [f"paths.root={root}", f"data.n={n}", f"data.workers={workers}", f"data.image_size={image_size}", "data.seed=0"]
+    )
     cpu, wall = cpu_seconds(), time.perf_counter()
     records = generate_synth(cfg, path(cfg, "raw"))
     return cfg, records, time.perf_counter() - wall, cpu_seconds() - cpu

@@ -10,6 +10,7 @@ counted as dense (full T x S), also when it is causal or masked.
 `peak_matmul_flops(device, dtype)` is the machine's measured matrix-product rate: a square
 torch.matmul, best of several timed repeats.
 """
+
 from __future__ import annotations
 
 import time
@@ -42,8 +43,10 @@ def count_flops(fn: Callable[[], object]) -> tuple[int, dict[str, int]]:
     """Run fn() once under the FLOP counter -> (total FLOPs, FLOPs per aten op name)."""
     with fc.FlopCounterMode(display=False, custom_mapping=extra_formulas()) as counter:
         fn()
-    per_op = {str(op).split(".")[-1] if "." in str(op) else str(op): n
-              for op, n in counter.get_flop_counts()["Global"].items()}
+    per_op = {
+        str(op).split(".")[-1] if "." in str(op) else str(op): n
+        for op, n in counter.get_flop_counts()["Global"].items()
+    }
     return counter.get_total_flops(), per_op
 
 
@@ -66,9 +69,11 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, n: int, repeats:
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     inner = 1 if device.type == "cpu" else 10  # a GPU product is too short to time alone
+
     def run():
         for _ in range(inner):
             torch.matmul(a, b)
+
     for _ in range(warmup):
         run()
     best = min(time_call(run, device) for _ in range(repeats))

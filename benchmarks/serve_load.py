@@ -13,6 +13,7 @@ gives the floor: what one HTTP request through the service costs with no model w
     opt package ...                                   # a model in the store (BENTOML_HOME)
     python benchmarks/serve_load.py --model opt:latest --requests 200
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,21 +57,28 @@ def local_calls(model_path: str, image_file: Path) -> dict:
     rt, limits = Runtime(model_path), Limits.from_config(serve.limits)
 
     def caption(m: int):
-        return rt.caption(np.stack([decode_image(image_file, rt.image_size, limits).numpy() for _ in range(m)]),
-                          limits.max_generate_tokens)
+        return rt.caption(
+            np.stack([decode_image(image_file, rt.image_size, limits).numpy() for _ in range(m)]),
+            limits.max_generate_tokens,
+        )
 
     def retrieve(m: int):
-        return search(rt.gallery, rt.gallery_items, rt.embed("text", [check_text(PROMPT, "text", limits)] * m),
-                      "image", 5)
+        return search(
+            rt.gallery, rt.gallery_items, rt.embed("text", [check_text(PROMPT, "text", limits)] * m), "image", 5
+        )
 
     return {"caption": caption, "retrieve": retrieve}
 
 
 def in_process(calls: dict, n: int, batch: int) -> dict:
     """endpoint -> {"c1": one request at a time, f"batch{batch}": whole batches}."""
-    return {name: {"c1": timed(lambda: call(1), n),
-                   f"batch{batch}": timed(lambda: call(batch), max(3, n // batch), per_call=batch)}
-            for name, call in calls.items()}
+    return {
+        name: {
+            "c1": timed(lambda call=call: call(1), n),
+            f"batch{batch}": timed(lambda call=call: call(batch), max(3, n // batch), per_call=batch),
+        }
+        for name, call in calls.items()
+    }
 
 
 def best_of(*runs: dict) -> dict:
@@ -106,9 +114,11 @@ async def load(url: str, endpoint: str, concurrency: int, n: int) -> dict:
         form.add_field("image", png, filename="x.png", content_type="image/png")
         return form
 
-    requests = {"caption": lambda s: s.post("/caption", data=caption_form()),
-                "retrieve": lambda s: s.post("/retrieve", json={"text": PROMPT, "k": 5}),
-                "health": lambda s: s.post("/health", json={})}  # no model call: the floor of one request
+    requests = {
+        "caption": lambda s: s.post("/caption", data=caption_form()),
+        "retrieve": lambda s: s.post("/retrieve", json={"text": PROMPT, "k": 5}),
+        "health": lambda s: s.post("/health", json={}),
+    }  # no model call: the floor of one request
 
     async def call(session) -> None:
         async with requests[endpoint](session) as response:
@@ -136,7 +146,9 @@ async def load(url: str, endpoint: str, concurrency: int, n: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=os.environ.get("OPT_SERVE_MODEL", "opt:latest"), help="model tag in the store")
+    parser.add_argument(
+        "--model", default=os.environ.get("OPT_SERVE_MODEL", "opt:latest"), help="model tag in the store"
+    )
     parser.add_argument("--url", help="a running service (default: start `bentoml serve` here)")
     parser.add_argument("--requests", type=int, default=200, help="requests per endpoint and concurrency")
     parser.add_argument("--concurrency", default="1,8,32")
@@ -153,7 +165,9 @@ def main() -> None:
     before = in_process(calls, args.requests, max(levels))
     proc = None
     if not args.url:
-        proc, args.url = start_server({**os.environ, "OPT_SERVE_MODEL": str(model.tag)}, image_file.parent / "serve.log")
+        proc, args.url = start_server(
+            {**os.environ, "OPT_SERVE_MODEL": str(model.tag)}, image_file.parent / "serve.log"
+        )
     try:
         served = {e: {c: asyncio.run(load(args.url, e, c, args.requests)) for c in levels} for e in calls}
         floor = asyncio.run(load(args.url, "health", 1, args.requests))
@@ -176,16 +190,22 @@ def report(tag: str, local: dict, served: dict, levels: list[int], floor: dict) 
         for c in levels:
             s = served[endpoint][c]
             print(f"| {endpoint} | bentoml serve | {c} | {s['p50']:.1f} | {s['p99']:.1f} | {s['rps']:.1f} |")
-    print(f"| health (no model call) | bentoml serve | 1 | {floor['p50']:.1f} | {floor['p99']:.1f} | {floor['rps']:.1f} |")
+    print(
+        f"| health (no model call) | bentoml serve | 1 | {floor['p50']:.1f} | {floor['p99']:.1f} | {floor['rps']:.1f} |"
+    )
     print()
-    print(f"floor: one request through the service with no model work takes {floor['p50']:.1f} ms (p50); "
-          "an endpoint adds at least this to its in-process time")
+    print(
+        f"floor: one request through the service with no model work takes {floor['p50']:.1f} ms (p50); "
+        "an endpoint adds at least this to its in-process time"
+    )
     for endpoint in local:
         overhead = served[endpoint][1]["p50"] / local[endpoint]["c1"]["p50"] - 1
         gain = served[endpoint][max(levels)]["rps"] / served[endpoint][1]["rps"]
-        print(f"{endpoint}: service adds {overhead:+.0%} to the in-process p50 at concurrency 1 (target < 15%: "
-              f"{'met' if overhead < 0.15 else 'NOT met'}); concurrency {max(levels)} gives {gain:.2f}x the "
-              f"throughput of concurrency 1 (target >= 2x: {'met' if gain >= 2 else 'NOT met'})")
+        print(
+            f"{endpoint}: service adds {overhead:+.0%} to the in-process p50 at concurrency 1 (target < 15%: "
+            f"{'met' if overhead < 0.15 else 'NOT met'}); concurrency {max(levels)} gives {gain:.2f}x the "
+            f"throughput of concurrency 1 (target >= 2x: {'met' if gain >= 2 else 'NOT met'})"
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Prefect artifacts from files the stages wrote: validation summary, metrics table, pictures."""
+
 from __future__ import annotations
 
 import base64
@@ -21,9 +22,13 @@ def metrics_rows(eval_json: dict) -> list[dict]:
     metric beside its blind baseline."""
     from opt.tasks.metrics import BLIND
 
-    return [{"task": task, "split": split, "metric": metric, "value": value, "blind": metrics.get(BLIND, {}).get(metric)}
-            for task, splits in eval_json.items() for split, metrics in splits.items()
-            for metric, value in metrics.items() if isinstance(value, (int, float))]
+    return [
+        {"task": task, "split": split, "metric": metric, "value": value, "blind": metrics.get(BLIND, {}).get(metric)}
+        for task, splits in eval_json.items()
+        for split, metrics in splits.items()
+        for metric, value in metrics.items()
+        if isinstance(value, (int, float))
+    ]
 
 
 def publish_evaluation(overrides: list[str], config_file: str | None) -> None:
@@ -39,5 +44,7 @@ def publish_evaluation(overrides: list[str], config_file: str | None) -> None:
 
 
 def publish_release(result: dict) -> None:
-    lines = ["# Release", ""] + [f"- **{key}**: `{value}`" for key, value in result.items() if not isinstance(value, dict)]
+    lines = ["# Release", ""] + [
+        f"- **{key}**: `{value}`" for key, value in result.items() if not isinstance(value, dict)
+    ]
     create_markdown_artifact("\n".join(lines), key="opt-release", description="packaged model")

@@ -1,4 +1,5 @@
 """Data phase: ingest -> validate -> version. A failed validation fails the flow here."""
+
 from __future__ import annotations
 
 from prefect import flow

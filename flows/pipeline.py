@@ -1,4 +1,5 @@
 """The parent flow `opt-pipeline` (data -> training -> release) and `opt-stage` (one stage)."""
+
 from __future__ import annotations
 
 from prefect import flow
@@ -12,8 +13,11 @@ from flows.training import training_flow
 @flow(name="opt-pipeline", log_prints=True)
 def opt_pipeline(overrides: list[str] | None = None, config_file: str | None = None) -> dict:
     """The whole pipeline, as `dvc repro` runs it; each phase is a subflow in the UI."""
-    return {"data": data_flow(overrides, config_file), "training": training_flow(overrides, config_file),
-            "release": release_flow(overrides, config_file)}
+    return {
+        "data": data_flow(overrides, config_file),
+        "training": training_flow(overrides, config_file),
+        "release": release_flow(overrides, config_file),
+    }
 
 
 @flow(name="opt-stage", log_prints=True)

@@ -1,4 +1,5 @@
 """Release phase: pick the best evaluated model by the configured metric and package it."""
+
 from __future__ import annotations
 
 from prefect import flow

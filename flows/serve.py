@@ -8,6 +8,7 @@ Deployments: `opt-pipeline/nightly` (cron, reads params.yaml like `dvc repro`), 
 the UI. With PREFECT_API_URL already set (or --no-server) it serves against that server instead.
 Ctrl-C stops serving (schedules pause) and the server it started.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,12 +58,14 @@ def serve_deployments(cron: str, config_file: str, overrides: list[str]) -> None
     from flows.training import training_flow
 
     parameters = {"overrides": overrides, "config_file": config_file}
-    serve(opt_pipeline.to_deployment(name="nightly", cron=cron, parameters=parameters),
-          data_flow.to_deployment(name="data", parameters=parameters),
-          training_flow.to_deployment(name="training", parameters=parameters),
-          release_flow.to_deployment(name="release", parameters=parameters),
-          stage_flow.to_deployment(name="stage", parameters={**parameters, "name": "ingest"}),
-          limit=1)  # one run at a time: stages share the project's files
+    serve(
+        opt_pipeline.to_deployment(name="nightly", cron=cron, parameters=parameters),
+        data_flow.to_deployment(name="data", parameters=parameters),
+        training_flow.to_deployment(name="training", parameters=parameters),
+        release_flow.to_deployment(name="release", parameters=parameters),
+        stage_flow.to_deployment(name="stage", parameters={**parameters, "name": "ingest"}),
+        limit=1,
+    )  # one run at a time: stages share the project's files
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,6 +5,7 @@ deps), so a re-run skips stages whose inputs did not change; a stage whose recor
 deleted or edited runs again (`refresh_cache`). Results are JSON (no pickles); checkpoints
 travel as file paths inside them.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,15 @@ def retry_transient(task, task_run, state) -> bool:
     return False
 
 
-@task(task_run_name="{name}", cache_key_fn=stage_cache_key, persist_result=True, result_serializer="json",
-      retries=1, retry_delay_seconds=5, retry_condition_fn=retry_transient)
+@task(
+    task_run_name="{name}",
+    cache_key_fn=stage_cache_key,
+    persist_result=True,
+    result_serializer="json",
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_transient,
+)
 def stage_task(name: str, overrides: list[str], config_file: str | None) -> dict:
     """Run one stage (`opt <name> <overrides>`); its result as JSON-able data."""
     result = run_stage(name, overrides, config_file)

@@ -1,4 +1,5 @@
 """Training phase: prepare -> image tokenizer -> pretrain -> finetune (each task) -> evaluate."""
+
 from __future__ import annotations
 
 from prefect import flow

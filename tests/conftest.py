@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny canonical raw dataset made by hand (no generator, no TTS)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,15 +28,22 @@ def write_handmade_raw(raw_dir, n: int = 14, seed: int = 0, image_size: int = 64
         audio = 0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t) + 0.01 * rng.standard_normal(t.size)
         save_flac(audio, raw_dir / "audio" / f"hm_{i:04d}_0.flac")
         caption = f"In this image we can see a {name} square in the center."
-        records.append({
-            "dataset_id": "handmade", "image_id": f"hm_{i:04d}", "annotator_id": 0,
-            "caption": caption,
-            "timed_caption": [{"utterance": caption, "start_time": 0.0, "end_time": seconds}],
-            "traces": [], "voice_recording": f"audio/hm_{i:04d}_0.flac", "image": f"images/hm_{i:04d}.png",
-            "split": SPLIT_CYCLE[i % len(SPLIT_CYCLE)], "audio_seconds": seconds,
-            "objects": [{"shape": "square", "color": name, "size": "large", "position": [1, 1]}],
-            "relations": [],
-        })
+        records.append(
+            {
+                "dataset_id": "handmade",
+                "image_id": f"hm_{i:04d}",
+                "annotator_id": 0,
+                "caption": caption,
+                "timed_caption": [{"utterance": caption, "start_time": 0.0, "end_time": seconds}],
+                "traces": [],
+                "voice_recording": f"audio/hm_{i:04d}_0.flac",
+                "image": f"images/hm_{i:04d}.png",
+                "split": SPLIT_CYCLE[i % len(SPLIT_CYCLE)],
+                "audio_seconds": seconds,
+                "objects": [{"shape": "square", "color": name, "size": "large", "position": [1, 1]}],
+                "relations": [],
+            }
+        )
     write_jsonl(raw_dir / MANIFEST, records)
     write_jsonl(raw_dir / QUARANTINE, [])
     return records
@@ -74,9 +82,21 @@ def pretrained_synth(tmp_path_factory):
     from opt.stages import run_stage
 
     root = tmp_path_factory.mktemp("pretrained")
-    overrides = [f"paths.root={root}", "data.n=60", "data.seed=6", "prepare.vocab_size=300", "model=tiny",
-                 "image_tokenizer.steps=30", "image_tokenizer.batch_size=16", "trainer.max_steps=4",
-                 "trainer.batch_size=8", "trainer.precision=fp32", "task.steps=3", "task.batch_size=8", "task.probe_steps=5"]
+    overrides = [
+        f"paths.root={root}",
+        "data.n=60",
+        "data.seed=6",
+        "prepare.vocab_size=300",
+        "model=tiny",
+        "image_tokenizer.steps=30",
+        "image_tokenizer.batch_size=16",
+        "trainer.max_steps=4",
+        "trainer.batch_size=8",
+        "trainer.precision=fp32",
+        "task.steps=3",
+        "task.batch_size=8",
+        "task.probe_steps=5",
+    ]
     for stage in ("ingest", "prepare", "image_tokenizer", "pretrain"):
         run_stage(stage, overrides)
     return root, overrides

@@ -8,6 +8,7 @@ repository/branch/ref/object, 409 branch or tag exists and merge/revert conflict
 with no changes ("commit: no changes"), 416 a read past the end. Not covered: presigned URLs,
 imports, hooks, branch protection, auth management, ref expressions other than `~N`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,19 +33,31 @@ class FakeLakeFS:
         self.blobs: dict[str, bytes] = {}
         self.lock = threading.Lock()
         R, B, F = "/repositories/(?P<repo>[^/]+)", "/branches/(?P<branch>[^/]+)", "/refs/(?P<ref>[^/]+)"
-        self.routes = [(method, re.compile(f"^/api/v1{pattern}$"), handler) for method, pattern, handler in [
-            ("POST", "/repositories", self.create_repo), ("GET", R, self.get_repo), ("DELETE", R, self.delete_repo),
-            ("POST", R + "/branches", self.create_branch), ("GET", R + B, self.get_branch),
-            ("DELETE", R + B, self.delete_branch), ("GET", R + B + "/diff", self.diff_branch),
-            ("POST", R + B + "/commits", self.commit), ("POST", R + B + "/revert", self.revert),
-            ("POST", R + B + "/objects", self.upload), ("POST", R + B + "/objects/delete", self.delete_objects),
-            ("GET", R + F + "/objects", self.get_object), ("GET", R + F + "/objects/ls", self.list_objects),
-            ("GET", R + F + "/objects/stat", self.stat_object), ("GET", R + F + "/commits", self.log_commits),
-            ("GET", R + F + "/diff/(?P<right>[^/]+)", self.diff_refs),
-            ("POST", R + F + "/merge/(?P<dest>[^/]+)", self.merge),
-            ("GET", R + "/commits/(?P<ref>[^/]+)", self.get_commit),
-            ("POST", R + "/tags", self.create_tag), ("GET", R + "/tags", self.list_tags),
-        ]]
+        self.routes = [
+            (method, re.compile(f"^/api/v1{pattern}$"), handler)
+            for method, pattern, handler in [
+                ("POST", "/repositories", self.create_repo),
+                ("GET", R, self.get_repo),
+                ("DELETE", R, self.delete_repo),
+                ("POST", R + "/branches", self.create_branch),
+                ("GET", R + B, self.get_branch),
+                ("DELETE", R + B, self.delete_branch),
+                ("GET", R + B + "/diff", self.diff_branch),
+                ("POST", R + B + "/commits", self.commit),
+                ("POST", R + B + "/revert", self.revert),
+                ("POST", R + B + "/objects", self.upload),
+                ("POST", R + B + "/objects/delete", self.delete_objects),
+                ("GET", R + F + "/objects", self.get_object),
+                ("GET", R + F + "/objects/ls", self.list_objects),
+                ("GET", R + F + "/objects/stat", self.stat_object),
+                ("GET", R + F + "/commits", self.log_commits),
+                ("GET", R + F + "/diff/(?P<right>[^/]+)", self.diff_refs),
+                ("POST", R + F + "/merge/(?P<dest>[^/]+)", self.merge),
+                ("GET", R + "/commits/(?P<ref>[^/]+)", self.get_commit),
+                ("POST", R + "/tags", self.create_tag),
+                ("GET", R + "/tags", self.list_tags),
+            ]
+        ]
 
     def repo(self, name: str) -> Repo:
         if name not in self.repos:
@@ -52,9 +65,16 @@ class FakeLakeFS:
         return self.repos[name]
 
     def stats(self, path: str, entry: dict) -> dict:
-        return {"path": path, "path_type": "object", "physical_address": entry["address"],
-                "checksum": entry["checksum"], "size_bytes": entry["size_bytes"], "mtime": entry["mtime"],
-                "content_type": entry["content_type"], "metadata": {}}
+        return {
+            "path": path,
+            "path_type": "object",
+            "physical_address": entry["address"],
+            "checksum": entry["checksum"],
+            "size_bytes": entry["size_bytes"],
+            "mtime": entry["mtime"],
+            "content_type": entry["content_type"],
+            "metadata": {},
+        }
 
     def create_repo(self, req):
         body = req.json()
@@ -67,8 +87,13 @@ class FakeLakeFS:
         return 201, self.repo_json(repo)
 
     def repo_json(self, repo: Repo) -> dict:
-        return {"id": repo.name, "creation_date": repo.created, "default_branch": repo.default_branch,
-                "storage_namespace": repo.namespace, "read_only": False}
+        return {
+            "id": repo.name,
+            "creation_date": repo.created,
+            "default_branch": repo.default_branch,
+            "storage_namespace": repo.namespace,
+            "read_only": False,
+        }
 
     def get_repo(self, req, repo):
         return 200, self.repo_json(self.repo(repo))
@@ -135,8 +160,13 @@ class FakeLakeFS:
         r.branch(branch)
         address = f"{r.namespace.rstrip('/')}/data/{hashlib.sha256(data).hexdigest()}"
         self.blobs[address] = data
-        entry = {"address": address, "checksum": hashlib.md5(data).hexdigest(), "size_bytes": len(data),
-                 "mtime": int(time.time()), "content_type": req.headers.get("Content-Type", "application/octet-stream")}
+        entry = {
+            "address": address,
+            "checksum": hashlib.md5(data).hexdigest(),
+            "size_bytes": len(data),
+            "mtime": int(time.time()),
+            "content_type": req.headers.get("Content-Type", "application/octet-stream"),
+        }
         r.branches[branch]["staged"][path] = entry
         return 201, self.stats(path, entry)
 
@@ -213,6 +243,7 @@ class FakeLakeFS:
 
 class Handler(BaseHTTPRequestHandler):
     """One HTTP request: authenticate, route, answer JSON (or bytes), errors as lakeFS does."""
+
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):  # quiet
@@ -303,7 +334,7 @@ class FakeLakeFSServer:
         self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "FakeLakeFSServer":
+    def __enter__(self) -> FakeLakeFSServer:
         self.thread.start()
         return self
 

@@ -1,6 +1,7 @@
 """lakeFS's data model for tests/lakefs_fake.py: repositories of commits (parents, metadata, a
 tree of objects each), branches with a staging area, tags, ref resolution (`~N`), merge base,
 three-way merge, and lakeFS's pagination of listings."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,15 @@ def page(results: list, after: str | None, amount: int, key) -> dict:
         results = [r for r in results if key(r) > after]
     chunk = results[:amount]
     more = len(results) > amount
-    return {"pagination": {"has_more": more, "next_offset": key(chunk[-1]) if more else "",
-                           "results": len(chunk), "max_per_page": amount}, "results": chunk}
+    return {
+        "pagination": {
+            "has_more": more,
+            "next_offset": key(chunk[-1]) if more else "",
+            "results": len(chunk),
+            "max_per_page": amount,
+        },
+        "results": chunk,
+    }
 
 
 def diff_trees(left: dict, right: dict) -> list[dict]:
@@ -49,17 +57,28 @@ class Repo:
         body = json.dumps([parents, message, metadata, sorted(tree), time.time_ns()])
         cid = hashlib.sha256(body.encode()).hexdigest()
         generation = 1 + max((self.commits[p]["generation"] for p in parents), default=0)
-        self.commits[cid] = {"id": cid, "parents": parents, "committer": "opt-tests", "message": message,
-                             "creation_date": int(time.time()), "meta_range_id": cid[:32], "metadata": metadata,
-                             "generation": generation, "version": 1}
+        self.commits[cid] = {
+            "id": cid,
+            "parents": parents,
+            "committer": "opt-tests",
+            "message": message,
+            "creation_date": int(time.time()),
+            "meta_range_id": cid[:32],
+            "metadata": metadata,
+            "generation": generation,
+            "version": 1,
+        }
         self.trees[cid] = dict(tree)
         return cid
 
     def resolve(self, ref: str) -> str:
         """A commit id from a branch, tag or commit id, with an optional `~N` suffix."""
         base, tilde, back = ref.partition("~")
-        cid = (self.branches[base]["head"] if base in self.branches else self.tags.get(base)
-               or (base if base in self.commits else None))
+        cid = (
+            self.branches[base]["head"]
+            if base in self.branches
+            else self.tags.get(base) or (base if base in self.commits else None)
+        )
         if cid is None:
             raise ApiError(404, f"{ref}: not found")
         for _ in range(int(back) if back.isdigit() else 1 if tilde else 0):

@@ -1,5 +1,6 @@
 """Test-data factory: a small Localized Narratives folder mixing good media of many formats
 with one line of every bad kind ingestion must quarantine."""
+
 from __future__ import annotations
 
 import json
@@ -59,9 +60,15 @@ class LNFolder:
 
 def ln_record(image_id: str, annotator, voice: str, caption: str = "In this image we can see a dog.") -> dict:
     """A Localized Narratives record as the real files spell it."""
-    return {"dataset_id": DATASET, "image_id": image_id, "annotator_id": annotator, "caption": caption,
-            "timed_caption": [{"utterance": caption, "start_time": 0.0, "end_time": 1.0}],
-            "traces": [[{"x": 0.5, "y": 0.5, "t": 0.1}]], "voice_recording": voice}
+    return {
+        "dataset_id": DATASET,
+        "image_id": image_id,
+        "annotator_id": annotator,
+        "caption": caption,
+        "timed_caption": [{"utterance": caption, "start_time": 0.0, "end_time": 1.0}],
+        "traces": [[{"x": 0.5, "y": 0.5, "t": 0.1}]],
+        "voice_recording": voice,
+    }
 
 
 def halves(size: tuple[int, int], left, right, mode: str = "RGB") -> Image.Image:
@@ -98,9 +105,13 @@ def tone(seconds: float, rate: int, channels: int = 1, hz: float = 330.0) -> np.
 
 def write_audio(audio: Path) -> dict[str, float]:
     """Good recordings in several formats, rates and channel counts; returns name -> seconds."""
-    clips = {"stereo48k.ogg": (1.5, 48000, 2, "OGG", "VORBIS"), "mono8k.wav": (1.0, 8000, 1, "WAV", "PCM_16"),
-             "cd.flac": (1.2, 44100, 1, "FLAC", "PCM_16"), "long_narration.ogg": (40.0, 8000, 1, "OGG", "VORBIS"),
-             "sub/nested.wav": (0.8, 22050, 2, "WAV", "FLOAT")}
+    clips = {
+        "stereo48k.ogg": (1.5, 48000, 2, "OGG", "VORBIS"),
+        "mono8k.wav": (1.0, 8000, 1, "WAV", "PCM_16"),
+        "cd.flac": (1.2, 44100, 1, "FLAC", "PCM_16"),
+        "long_narration.ogg": (40.0, 8000, 1, "OGG", "VORBIS"),
+        "sub/nested.wav": (0.8, 22050, 2, "WAV", "FLOAT"),
+    }
     for name, (seconds, rate, channels, fmt, subtype) in clips.items():
         (audio / name).parent.mkdir(parents=True, exist_ok=True)
         write_in_blocks(audio / name, tone(seconds, rate, channels), rate, fmt, subtype)
@@ -112,16 +123,22 @@ def write_in_blocks(path: Path, samples: np.ndarray, rate: int, fmt: str, subtyp
     channels = 1 if samples.ndim == 1 else samples.shape[1]
     with sf.SoundFile(path, "w", rate, channels, format=fmt, subtype=subtype) as f:
         for start in range(0, len(samples), rate):
-            f.write(samples[start:start + rate])
+            f.write(samples[start : start + rate])
 
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header promises width x height pixels but whose data is a few bytes."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def write_bad_media(folder: LNFolder) -> None:
@@ -149,7 +166,9 @@ def add_good_lines(folder: LNFolder, seconds: dict[str, float]) -> None:
     images = ["rgb", "gray", "rgba", "palette", "cmyk", "deep", "rotated", "green", "big", "tiny"]
     for i, image_id in enumerate(images):
         voice = voices[i % len(voices)]
-        extra = {"split": "test_compositional"} if image_id == "gray" else {"split": "bogus"} if image_id == "rgba" else {}
+        extra = (
+            {"split": "test_compositional"} if image_id == "gray" else {"split": "bogus"} if image_id == "rgba" else {}
+        )
         folder.add_good(image_id, 0, voice, seconds[voice], **extra)
         if i == 2:
             folder.add("")  # blank lines are skipped, not quarantined
@@ -164,8 +183,9 @@ def add_bad_lines(folder: LNFolder) -> None:
     folder.add_bad("non_finite_json", "non-finite", text=json.dumps(ln_record("gray", 7, good))[:-1] + ', "x": NaN}')
     folder.add_bad("not_utf8", "utf-8", text='{"caption": "caf\udce9"}')
     folder.add_bad("not_object", "not a json object", text="[1, 2, 3]")
-    folder.add_bad("missing_field", "missing required", {k: v for k, v in ln_record("gray", 8, good).items()
-                                                          if k != "caption"})
+    folder.add_bad(
+        "missing_field", "missing required", {k: v for k, v in ln_record("gray", 8, good).items() if k != "caption"}
+    )
     folder.add_bad("wrong_type", "wrong type", {**ln_record("gray", 9, good), "caption": 42})
     folder.add_bad("empty_caption", "empty caption", ln_record("gray", 10, good, caption="  \n "))
     folder.add_bad("missing_image", "missing image", ln_record("no_such_image", 0, good))

@@ -1,4 +1,5 @@
 """Random batches and tiny models for model tests (no data on disk needed)."""
+
 from __future__ import annotations
 
 import torch
@@ -33,7 +34,8 @@ def random_batch(b: int = 6, seed: int = 0) -> dict:
     tokens[:, 0] = 2
     tokens[torch.arange(b), count - 1] = 3
     return {
-        "tokens": tokens, "token_count": count,
+        "tokens": tokens,
+        "token_count": count,
         "image": torch.rand(b, 3, 32, 32, generator=g),
         "mel": torch.randn(b, 16, 128, generator=g),
         "mel_frames": torch.randint(20, 129, (b,), generator=g),

@@ -6,6 +6,7 @@ metrics/eval.json, and runs `opt package` in a subprocess (BENTOML_HOME in tmp) 
 split as the gallery, so a served query can be checked against its own image.
 It is built once per session and shared by test_package.py and test_serving.py.
 """
+
 from __future__ import annotations
 
 import io
@@ -26,16 +27,26 @@ from opt.serving.launch import start_server, stop_server  # noqa: F401  (re-expo
 PROJECT = CONFIG_DIR.parent
 BIN = Path(sys.executable).parent
 # Limits small enough that the bad-input tests stay small.
-TEST_LIMITS = ["serve.limits.max_upload_bytes=300000", "serve.limits.max_audio_seconds=20",
-               "serve.limits.max_text_chars=200", "serve.limits.max_top_k=20", "serve.limits.max_image_pixels=4000000"]
+TEST_LIMITS = [
+    "serve.limits.max_upload_bytes=300000",
+    "serve.limits.max_audio_seconds=20",
+    "serve.limits.max_text_chars=200",
+    "serve.limits.max_top_k=20",
+    "serve.limits.max_image_pixels=4000000",
+]
 GALLERY = ["serve.gallery_split=train"]
 RETRIEVAL_FINETUNE = ["task.name=retrieval", "task.steps=200", "task.lr=1e-3"]
 _PACKAGED: dict = {}
 
 
 def opt_env(home: Path) -> dict:
-    return {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True", "DO_NOT_TRACK": "1",
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return {
+        **os.environ,
+        "BENTOML_HOME": str(home),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "DO_NOT_TRACK": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
 
 
 def scratch_run(pretrained_root: Path, root: Path) -> None:
@@ -58,8 +69,9 @@ def package_tiny(pretrained, tmp_path_factory) -> dict:
     run_stage("finetune", retrieval + RETRIEVAL_FINETUNE)
     (root / "metrics" / "eval.json").write_text(json.dumps({"retrieval": {"test": {"text_to_image/R@1": 0.25}}}))
     env = opt_env(home)
-    out = subprocess.run(["opt", "package", *overrides, *TEST_LIMITS, *GALLERY], cwd=PROJECT, env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["opt", "package", *overrides, *TEST_LIMITS, *GALLERY], cwd=PROJECT, env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     result = json.loads((root / "metrics" / "package.json").read_text())
     _PACKAGED.update(root=root, home=home, env=env, overrides=overrides, result=result)
@@ -75,8 +87,14 @@ def image_bytes(mode: str = "RGB", fmt: str = "PNG", size: tuple[int, int] = (80
     return out.getvalue()
 
 
-def audio_bytes(fmt: str = "WAV", rate: int = 16000, seconds: float = 1.0, channels: int = 1,
-                subtype: str | None = None, samples: np.ndarray | None = None) -> bytes:
+def audio_bytes(
+    fmt: str = "WAV",
+    rate: int = 16000,
+    seconds: float = 1.0,
+    channels: int = 1,
+    subtype: str | None = None,
+    samples: np.ndarray | None = None,
+) -> bytes:
     """A tone (or the given samples) encoded as WAV, OGG or FLAC at any rate and channel count."""
     if samples is None:
         t = np.arange(int(rate * seconds)) / rate

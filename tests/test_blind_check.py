@@ -4,6 +4,7 @@ Classification is fine-tuned on the tiny pre-trained model twice: once on the tr
 (image, labels) pairs, once with the label rows shuffled among the images. Both are scored on the
 true pairs of that split against the task's own blind baseline, as `opt check` scores a run.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -38,8 +39,12 @@ def finetune_classification(overrides: list[str], shuffled: bool, run_dir) -> tu
 
 def passes_blind_check(scored: float, blind: float) -> bool:
     results = {"classification": {"train": {"mAP": scored, "blind": {"mAP": blind}}}}
-    within, above_blind = metric_checks("eval.json: classification.train.mAP", {"expected": scored, "tolerance": 1.0,
-                                        "above_blind": MARGIN}, {"eval.json": results}, None)
+    within, above_blind = metric_checks(
+        "eval.json: classification.train.mAP",
+        {"expected": scored, "tolerance": 1.0, "above_blind": MARGIN},
+        {"eval.json": results},
+        None,
+    )
     return within.ok and above_blind.ok
 
 
@@ -47,8 +52,10 @@ def passes_blind_check(scored: float, blind: float) -> bool:
 def trained(pretrained_synth, tmp_path_factory):
     _, overrides = pretrained_synth
     runs = tmp_path_factory.mktemp("pairs")
-    return {"true": finetune_classification(overrides, False, runs / "true"),
-            "shuffled": finetune_classification(overrides, True, runs / "shuffled")}
+    return {
+        "true": finetune_classification(overrides, False, runs / "true"),
+        "shuffled": finetune_classification(overrides, True, runs / "shuffled"),
+    }
 
 
 def test_a_model_trained_on_true_pairs_passes_the_blind_check(trained):

@@ -1,6 +1,7 @@
 """`opt check`: a run inside the reference's tolerances that beats its blind baselines passes;
 drift, a different config, a missing metric, a short loss curve or a metric at its blind
 baseline fails; the CLI exits 1 on any of them. The shipped reference covers every result key."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,10 @@ from opt.config import load_config
 
 REFERENCE = {
     "config": {"data.n": 100, "model.name": "tiny"},
-    "metrics": {"eval.json: retrieval.test.text_to_image/R@1": {"expected": 0.20, "tolerance": 0.05, "above_blind": 0.02},
-                "eval.json: speech_recognition.test.wer": {"expected": 0.5, "tolerance": 0.1, "above_blind": 0.02}},
+    "metrics": {
+        "eval.json: retrieval.test.text_to_image/R@1": {"expected": 0.20, "tolerance": 0.05, "above_blind": 0.02},
+        "eval.json: speech_recognition.test.wer": {"expected": 0.5, "tolerance": 0.1, "above_blind": 0.02},
+    },
     "loss_curve": {"1-2": {"expected": 10.0, "tolerance": 1.0}, "3-4": {"expected": 8.0, "tolerance": 1.0}},
 }
 
@@ -25,13 +28,16 @@ REFERENCE = {
 def write_run(root, r1=0.22, wer=0.45, blind_r1=0.01, blind_wer=0.7, losses=(10.5, 9.8, 8.2, 7.6), n=100, seed=0):
     (root / "metrics").mkdir(parents=True)
     (root / "runs").mkdir()
-    eval_json = {"retrieval": {"test": {"text_to_image/R@1": r1, "blind": {"text_to_image/R@1": blind_r1}}},
-                 "speech_recognition": {"test": {"wer": wer, "blind": {"wer": blind_wer}}}}
+    eval_json = {
+        "retrieval": {"test": {"text_to_image/R@1": r1, "blind": {"text_to_image/R@1": blind_r1}}},
+        "speech_recognition": {"test": {"wer": wer, "blind": {"wer": blind_wer}}},
+    }
     (root / "metrics" / "eval.json").write_text(json.dumps(eval_json))
     rows = ["step,loss"] + [f"{i + 1},{v}" for i, v in enumerate(losses)]
     (root / "metrics" / "pretrain_losses.csv").write_text("\n".join(rows) + "\n")
-    (root / "runs" / "evaluate.yaml").write_text(yaml.safe_dump({"data": {"n": n}, "model": {"name": "tiny"},
-                                                                 "trainer": {"seed": seed}}))
+    (root / "runs" / "evaluate.yaml").write_text(
+        yaml.safe_dump({"data": {"n": n}, "model": {"name": "tiny"}, "trainer": {"seed": seed}})
+    )
 
 
 def failures(root) -> list[str]:
@@ -45,16 +51,19 @@ def test_a_run_within_tolerance_and_above_blind_passes(tmp_path):
     assert failures(tmp_path) == []
 
 
-@pytest.mark.parametrize("change,failed", [
-    ({"r1": 0.26}, ["eval.json retrieval.test.text_to_image/R@1"]),  # drifted past 0.20 +- 0.05
-    ({"r1": 0.14}, ["eval.json retrieval.test.text_to_image/R@1"]),  # either direction
-    ({"losses": (10.5, 9.8, 9.9, 9.5)}, ["pre-training loss, steps 3-4"]),  # a slower loss curve
-    ({"losses": (10.5, 9.8, 8.2)}, ["pre-training loss, steps 3-4"]),  # a run that stopped early
-    ({"n": 60}, ["config data.n"]),  # another config: not comparable
-    # within tolerance, yet no better than a model that ignores its input (WER: lower is better)
-    ({"blind_r1": 0.21}, ["retrieval.test.text_to_image/R@1 above blind (0.21) by 0.02"]),
-    ({"wer": 0.55, "blind_wer": 0.56}, ["speech_recognition.test.wer below blind (0.56) by 0.02"]),
-])
+@pytest.mark.parametrize(
+    "change,failed",
+    [
+        ({"r1": 0.26}, ["eval.json retrieval.test.text_to_image/R@1"]),  # drifted past 0.20 +- 0.05
+        ({"r1": 0.14}, ["eval.json retrieval.test.text_to_image/R@1"]),  # either direction
+        ({"losses": (10.5, 9.8, 9.9, 9.5)}, ["pre-training loss, steps 3-4"]),  # a slower loss curve
+        ({"losses": (10.5, 9.8, 8.2)}, ["pre-training loss, steps 3-4"]),  # a run that stopped early
+        ({"n": 60}, ["config data.n"]),  # another config: not comparable
+        # within tolerance, yet no better than a model that ignores its input (WER: lower is better)
+        ({"blind_r1": 0.21}, ["retrieval.test.text_to_image/R@1 above blind (0.21) by 0.02"]),
+        ({"wer": 0.55, "blind_wer": 0.56}, ["speech_recognition.test.wer below blind (0.56) by 0.02"]),
+    ],
+)
 def test_drift_another_config_or_a_blind_level_metric_fails(tmp_path, change, failed):
     write_run(tmp_path, **change)
     assert failures(tmp_path) == failed
@@ -62,10 +71,16 @@ def test_drift_another_config_or_a_blind_level_metric_fails(tmp_path, change, fa
 
 def test_a_missing_metric_or_blind_baseline_fails(tmp_path):
     write_run(tmp_path)
-    (tmp_path / "metrics" / "eval.json").write_text(json.dumps(
-        {"retrieval": {"test": {"text_to_image/R@1": 0.2}}, "speech_recognition": {"test": {"blind": {"wer": 0.7}}}}))
-    assert failures(tmp_path) == ["retrieval.test.text_to_image/R@1 above blind (missing) by 0.02",
-                                  "eval.json speech_recognition.test.wer", "speech_recognition.test.wer below blind (0.7) by 0.02"]
+    (tmp_path / "metrics" / "eval.json").write_text(
+        json.dumps(
+            {"retrieval": {"test": {"text_to_image/R@1": 0.2}}, "speech_recognition": {"test": {"blind": {"wer": 0.7}}}}
+        )
+    )
+    assert failures(tmp_path) == [
+        "retrieval.test.text_to_image/R@1 above blind (missing) by 0.02",
+        "eval.json speech_recognition.test.wer",
+        "speech_recognition.test.wer below blind (0.7) by 0.02",
+    ]
 
 
 def test_cli_exit_code_follows_the_checks_and_names_blind_metrics(tmp_path):
@@ -73,8 +88,11 @@ def test_cli_exit_code_follows_the_checks_and_names_blind_metrics(tmp_path):
     reference.write_text(yaml.safe_dump(REFERENCE))
 
     def opt_check(root):
-        return subprocess.run([sys.executable, "-m", "opt.cli", "check", "--reference", str(reference),
-                               f"paths.root={root}"], capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "opt.cli", "check", "--reference", str(reference), f"paths.root={root}"],
+            capture_output=True,
+            text=True,
+        )
 
     write_run(tmp_path / "good")
     write_run(tmp_path / "drifted", r1=0.3)

@@ -1,4 +1,5 @@
 """The `opt` console script: subcommands, help and errors, run as a user would."""
+
 import subprocess
 import sys
 

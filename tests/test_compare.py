@@ -1,4 +1,5 @@
 """`opt compare`: every pre-training variant fine-tuned and evaluated, one table."""
+
 import json
 
 from opt.config import load_config

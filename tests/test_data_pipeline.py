@@ -1,5 +1,6 @@
 """Issue 2's must-show, through the console script: ingest is byte-deterministic, then
 validate and prepare succeed on the result; ingestion replaces data/raw whole."""
+
 import os
 import subprocess
 import sys

@@ -1,15 +1,24 @@
 """`dvc repro` runs every stage of dvc.yaml in a scratch copy of the project on a tiny
 configuration, a second `dvc repro` changes nothing, and `dvc exp run -S` sweeps a parameter."""
+
 import csv
 import io
 import time
 
 import pytest
-
 from scratch import ENV, TINY, make_scratch_project, sh
 
-STAGES = ("ingest", "validate", "prepare", "image_tokenizer", "pretrain", "finetune@retrieval",
-          "finetune@text_to_image", "evaluate", "package")
+STAGES = (
+    "ingest",
+    "validate",
+    "prepare",
+    "image_tokenizer",
+    "pretrain",
+    "finetune@retrieval",
+    "finetune@text_to_image",
+    "evaluate",
+    "package",
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +35,13 @@ def test_repro_runs_every_stage_then_is_a_no_op(project):
     print(f"dvc repro (tiny): {time.perf_counter() - started:.1f} s")
     for stage in STAGES:
         assert f"Running stage '{stage}'" in first
-    for output in ("data/prepared/params.json", "models/pretrain/model.safetensors", "metrics/eval.json",
-                   "metrics/package.json", "dvc.lock"):
+    for output in (
+        "data/prepared/params.json",
+        "models/pretrain/model.safetensors",
+        "metrics/eval.json",
+        "metrics/package.json",
+        "dvc.lock",
+    ):
         assert (root / output).exists(), output
     started = time.perf_counter()
     second = sh("dvc", "repro", cwd=root, env=env)

@@ -1,5 +1,6 @@
 """`opt evaluate` after pre-training writes eval.json with every task and split, each metric beside
 its blind baseline, and a report that shows both."""
+
 import json
 import math
 import subprocess

@@ -1,15 +1,15 @@
 """The Prefect flows under `prefect_test_harness` (one temporary API for this module)."""
+
 import pytest
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
+from scratch import TINY, make_scratch_project, sh
 
 from flows.data import data_flow
 from flows.pipeline import opt_pipeline, stage_flow
 from opt.files import file_hashes
 from opt.stages import StageFailed, run_stage
 from opt.tasks import TASK_NAMES
-from scratch import TINY, make_scratch_project, sh
-
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -31,8 +31,13 @@ def test_parent_flow_runs_the_pipeline_and_a_rerun_skips_every_stage(tmp_path, m
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     result = opt_pipeline(config_file="params.yaml")
     assert set(result["data"]) == {"ingest", "validate", "version"}
-    assert set(result["training"]) == {"prepare", "image_tokenizer", "pretrain", "evaluate",
-                                       *(f"finetune@{task}" for task in TASK_NAMES)}
+    assert set(result["training"]) == {
+        "prepare",
+        "image_tokenizer",
+        "pretrain",
+        "evaluate",
+        *(f"finetune@{task}" for task in TASK_NAMES),
+    }
     assert set(result["training"]["evaluate"]) == set(TASK_NAMES)
     assert (root / "metrics/package.json").exists()
     assert "ingest" not in sh("dvc", "status", "ingest", cwd=root)  # `version` recorded the raw data in dvc.lock

@@ -3,6 +3,7 @@
 The caption checks parse captions with their own regular expressions and judge every stated
 object, count, size, position and relation against the scene's pixels (bounding boxes).
 """
+
 from __future__ import annotations
 
 import re
@@ -21,13 +22,16 @@ NOUN_RE = r"[a-z]+"
 NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3}
 PHRASE_RE = re.compile(
     rf"(?P<det>an|a|one|two|three) (?:(?P<size>small|large) )?(?P<color>{COLOR_RE}) (?P<noun>{NOUN_RE})"
-    r"(?: (?P<where>(?:at|on|in) the [a-z ]+))?$")
+    r"(?: (?P<where>(?:at|on|in) the [a-z ]+))?$"
+)
 OPENER_RE = re.compile(r"^In this (?:image|picture) (?:(?:we|I) can see|there (?P<be>is|are)) (?P<body>.+)\.$")
 REL = r"(?P<rel>to the left of|to the right of|above|below)"
 RELATION_RES = (
     re.compile(rf"^The (?P<s>{COLOR_RE} {NOUN_RE}) is {REL} the (?P<o>{COLOR_RE} {NOUN_RE})\.$"),
-    re.compile(rf"^(?P<rel>To the left of|To the right of|Above|Below) the (?P<o>{COLOR_RE} {NOUN_RE}) "
-               rf"there is (?P<det>an|a) (?P<s>{COLOR_RE} {NOUN_RE})\.$"),
+    re.compile(
+        rf"^(?P<rel>To the left of|To the right of|Above|Below) the (?P<o>{COLOR_RE} {NOUN_RE}) "
+        rf"there is (?P<det>an|a) (?P<s>{COLOR_RE} {NOUN_RE})\.$"
+    ),
     re.compile(rf"^We can also see the (?P<s>{COLOR_RE} {NOUN_RE}) {REL} the (?P<o>{COLOR_RE} {NOUN_RE})\.$"),
 )
 
@@ -111,18 +115,40 @@ def check_relation(scene, sentence: str) -> None:
         assert match["det"] == expected_article(match["s"]), sentence
 
 
-@pytest.mark.parametrize("word, expected", [
-    ("orange", "an"), ("red", "a"), ("apple", "an"), ("elephant", "an"), ("umbrella", "an"),
-    ("unicorn", "a"), ("one", "a"), ("hour", "an"), ("small", "a"), ("large", "a"), ("egg", "an"),
-])
+@pytest.mark.parametrize(
+    "word, expected",
+    [
+        ("orange", "an"),
+        ("red", "a"),
+        ("apple", "an"),
+        ("elephant", "an"),
+        ("umbrella", "an"),
+        ("unicorn", "a"),
+        ("one", "a"),
+        ("hour", "an"),
+        ("small", "a"),
+        ("large", "a"),
+        ("egg", "an"),
+    ],
+)
 def test_article_follows_the_sound(word, expected):
     assert article(word) == expected
 
 
-@pytest.mark.parametrize("noun, plural", [
-    ("circle", "circles"), ("cross", "crosses"), ("butterfly", "butterflies"), ("key", "keys"),
-    ("box", "boxes"), ("mouse", "mice"), ("leaf", "leaves"), ("sheep", "sheep"), ("peach", "peaches"),
-])
+@pytest.mark.parametrize(
+    "noun, plural",
+    [
+        ("circle", "circles"),
+        ("cross", "crosses"),
+        ("butterfly", "butterflies"),
+        ("key", "keys"),
+        ("box", "boxes"),
+        ("mouse", "mice"),
+        ("leaf", "leaves"),
+        ("sheep", "sheep"),
+        ("peach", "peaches"),
+    ],
+)
 def test_plurals(noun, plural):
     assert pluralize(noun) == plural
 
@@ -150,8 +176,17 @@ def test_captions_vary_and_use_counts_relations_and_articles():
     captions = [c for _, c in draw_scenes(0, N_SCENES)[0]]
     text = " ".join(captions)
     assert len(set(captions)) > 0.9 * len(captions)
-    for needle in ("In this image we can see", "In this picture I can see", "In this image there is",
-                   "two ", "an orange", "to the left of", "above", " there are ", " at the top"):
+    for needle in (
+        "In this image we can see",
+        "In this picture I can see",
+        "In this image there is",
+        "two ",
+        "an orange",
+        "to the left of",
+        "above",
+        " there are ",
+        " at the top",
+    ):
         assert needle in text, needle
 
 
@@ -170,8 +205,11 @@ def test_scene_geometry_and_vocabulary():
             shapes.add(o.shape), colors.add(o.color), sizes.add(o.size)
         for s, relation, o in scene.relations:
             assert holds(scene.objects[s], relation, scene.objects[o])
-        apart = sum((a.position[0] != b.position[0]) + (a.position[1] != b.position[1])
-                    for i, a in enumerate(scene.objects) for b in scene.objects[i + 1:])
+        apart = sum(
+            (a.position[0] != b.position[0]) + (a.position[1] != b.position[1])
+            for i, a in enumerate(scene.objects)
+            for b in scene.objects[i + 1 :]
+        )
         assert len(scene.relations) == apart  # every true relation is recorded
     assert len(shapes) >= 6 and len(colors) == 8 and sizes == {"small", "large"}
     assert set(counts) == {1, 2, 3}

@@ -1,4 +1,5 @@
 """Localized Narratives ingestion: every good record kept (canonical media), every bad one quarantined."""
+
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+from ln_fixtures import BLUE, RED, LNFolder, build_ln_folder, ln_record, png_header_only
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -14,7 +16,6 @@ from opt.config import OPTConfig
 from opt.data import localized_narratives as ln
 from opt.data.manifest import SPLITS, dumps, record_key
 from opt.data.media import MediaError, load_image
-from ln_fixtures import BLUE, RED, LNFolder, build_ln_folder, ln_record, png_header_only
 
 MAX_SIDE = 128
 
@@ -102,8 +103,10 @@ def close(pixel, colour, tolerance: int = 40) -> bool:
 
 def test_image_modes_are_converted_faithfully(ingested):
     _, raw_dir, kept, _ = ingested
-    image = {name: canonical_image(raw_dir, kept_by_image(kept, name)) for name in
-             ("rotated", "rgba", "palette", "cmyk", "deep", "gray")}
+    image = {
+        name: canonical_image(raw_dir, kept_by_image(kept, name))
+        for name in ("rotated", "rgba", "palette", "cmyk", "deep", "gray")
+    }
     assert image["rotated"].size == (20, 40)  # EXIF orientation 6 applied: left half is now the top
     assert close(image["rotated"].getpixel((10, 5)), RED) and close(image["rotated"].getpixel((10, 35)), BLUE)
     assert image["rgba"].getpixel((2, 8)) == (255, 255, 255) and close(image["rgba"].getpixel((13, 8)), RED)
@@ -148,8 +151,9 @@ def test_nothing_outside_the_folders_is_read_and_one_process_gives_the_same_resu
         monkeypatch.setattr(ln, name, lambda path, *a, _f=original, **k: opened.append(Path(path)) or _f(path, *a, **k))
     again = ln.ingest_localized_narratives(ln_config(folder, workers=1), tmp_path / "raw")
     assert again == (kept, quarantine)
-    assert opened and all(p.is_relative_to(folder.images_dir.resolve()) or p.is_relative_to(folder.audio_dir.resolve())
-                          for p in opened)
+    assert opened and all(
+        p.is_relative_to(folder.images_dir.resolve()) or p.is_relative_to(folder.audio_dir.resolve()) for p in opened
+    )
     assert not any(p.is_relative_to(folder.outside) for p in opened)
     assert (folder.outside / "secret.jpg").is_file()  # the target existed: it was refused, not missing
     for record in kept:  # same bytes from the pool and from one process
@@ -168,12 +172,18 @@ def test_output_names_are_safe_and_unique():
 
 def test_a_key_whose_first_line_fails_keeps_its_next_good_line(tmp_path):
     folder = build_ln_folder(tmp_path)
-    lines = [json.dumps(ln_record("gray", 5, "garbage.ogg")), json.dumps(ln_record("gray", 5, "cd.flac")),
-             json.dumps(ln_record("gray", 5, "mono8k.wav"))]
+    lines = [
+        json.dumps(ln_record("gray", 5, "garbage.ogg")),
+        json.dumps(ln_record("gray", 5, "cd.flac")),
+        json.dumps(ln_record("gray", 5, "mono8k.wav")),
+    ]
     folder.annotations.write_text("\n".join(lines) + "\n")
     kept, quarantine = ln.ingest_localized_narratives(ln_config(folder, workers=1), tmp_path / "raw")
     assert [r["source_voice_recording"] for r in kept] == ["cd.flac"]
-    assert [(q["line"], q["reason"].split(":")[0]) for q in quarantine] == [(1, "corrupt audio"), (3, "duplicate of line 2 (same dataset_id, image_id, annotator_id)")]
+    assert [(q["line"], q["reason"].split(":")[0]) for q in quarantine] == [
+        (1, "corrupt audio"),
+        (3, "duplicate of line 2 (same dataset_id, image_id, annotator_id)"),
+    ]
 
 
 @pytest.mark.parametrize("missing", ["annotations", "images_dir", "audio_dir"])
@@ -209,10 +219,21 @@ def test_cli_ingest_of_the_mixed_file_exits_0_and_says_kept_and_quarantined(tmp_
     import sys
 
     folder = build_ln_folder(tmp_path / "ln")
-    out = subprocess.run([sys.executable, "-m", "opt.cli", "ingest", "data.source=localized_narratives",
-                          f"ingest.annotations={folder.annotations}", f"ingest.images_dir={folder.images_dir}",
-                          f"ingest.audio_dir={folder.audio_dir}", f"paths.root={tmp_path / 'run'}"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "opt.cli",
+            "ingest",
+            "data.source=localized_narratives",
+            f"ingest.annotations={folder.annotations}",
+            f"ingest.images_dir={folder.images_dir}",
+            f"ingest.audio_dir={folder.audio_dir}",
+            f"paths.root={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"kept {len(folder.good)}, quarantined {len(folder.bad)}" in out.stdout
     raw = tmp_path / "run" / "data" / "raw"

@@ -1,4 +1,5 @@
 """Masking functions mask what they say; matching labels match OPT's five cases."""
+
 import pytest
 import torch
 
@@ -74,6 +75,8 @@ def test_matching_draws_every_case():
 def test_sliced_draw_gives_each_process_its_rows_of_the_global_draw():
     valid = torch.ones(8, 20, dtype=torch.bool)
     whole = mask_patches(valid, 0.3, draw(7))
-    halves = [mask_patches(valid[:4], 0.3, Draw(torch.Generator().manual_seed(7), slice(r * 4, r * 4 + 4), 8))
-              for r in range(2)]
+    halves = [
+        mask_patches(valid[:4], 0.3, Draw(torch.Generator().manual_seed(7), slice(r * 4, r * 4 + 4), 8))
+        for r in range(2)
+    ]
     assert torch.equal(torch.cat(halves), whole)

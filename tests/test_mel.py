@@ -1,4 +1,5 @@
 """Log-mel features against an independent numpy reference and physical expectations."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,18 @@ SR = 16000
 
 
 def settings(**overrides) -> SimpleNamespace:
-    base = dict(sample_rate=SR, n_fft=400, hop_length=160, n_mels=64, f_min=0.0, f_max=8000.0,
-                mel_scale="htk", mel_norm="none", log_eps=1e-6, max_audio_seconds=12.0)
+    base = dict(
+        sample_rate=SR,
+        n_fft=400,
+        hop_length=160,
+        n_mels=64,
+        f_min=0.0,
+        f_max=8000.0,
+        mel_scale="htk",
+        mel_norm="none",
+        log_eps=1e-6,
+        max_audio_seconds=12.0,
+    )
     return SimpleNamespace(**{**base, **overrides})
 
 
@@ -30,7 +41,7 @@ def reference_log_mel(wave: np.ndarray, s: SimpleNamespace) -> np.ndarray:
     padded = np.pad(wave.astype(np.float64), half, mode="reflect")
     n_frames = 1 + wave.size // s.hop_length
     window = np.hanning(s.n_fft + 1)[:-1]  # periodic Hann
-    frames = np.stack([padded[i * s.hop_length: i * s.hop_length + s.n_fft] * window for i in range(n_frames)])
+    frames = np.stack([padded[i * s.hop_length : i * s.hop_length + s.n_fft] * window for i in range(n_frames)])
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # (F, n_freqs)
     freqs = np.linspace(0, s.sample_rate / 2, s.n_fft // 2 + 1)
     mel = lambda f: 2595 * np.log10(1 + f / 700)  # noqa: E731

@@ -1,13 +1,24 @@
 """Generation metrics against hand-computed cases: BLEU-4, CIDEr, WER, Fréchet distance, label-set accuracy."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from pycocoevalcap.bleu.bleu import Bleu
 
-from opt.tasks.generation_metrics import (ConstantBleu, best_constant, blind_caption_scores, bleu4, candidate_pool, cider,
-                                          exact_match, frechet_distance, label_set_accuracy, normalise, wer)
+from opt.tasks.generation_metrics import (
+    ConstantBleu,
+    best_constant,
+    bleu4,
+    blind_caption_scores,
+    candidate_pool,
+    cider,
+    exact_match,
+    frechet_distance,
+    label_set_accuracy,
+    normalise,
+    wer,
+)
 
 CAPTIONS = ["a red circle on the left", "two blue squares at the top", "a small green star below the heart"]
 
@@ -51,7 +62,9 @@ def test_label_set_accuracy_hand_computed():
 
 def test_an_empty_hypothesis_scores_as_cocos_scorer_scores_it():
     hypotheses = [CAPTIONS[0], CAPTIONS[1], ""]
-    coco, _ = Bleu(4).compute_score({i: [c] for i, c in enumerate(CAPTIONS)}, {i: [h] for i, h in enumerate(hypotheses)}, verbose=0)
+    coco, _ = Bleu(4).compute_score(
+        {i: [c] for i, c in enumerate(CAPTIONS)}, {i: [h] for i, h in enumerate(hypotheses)}, verbose=0
+    )
     assert bleu4(hypotheses, CAPTIONS) == pytest.approx(coco[3])
     assert bleu4(hypotheses, CAPTIONS) < bleu4([CAPTIONS[0], CAPTIONS[1], "a"], CAPTIONS)  # empty earns nothing
     assert bleu4([""] * 3, CAPTIONS) == pytest.approx(0.0, abs=1e-9) and cider([""] * 3, CAPTIONS) == 0.0
@@ -67,11 +80,19 @@ def test_constant_bleu_equals_cocos_score_of_a_constant_corpus():
 
 
 def test_blind_caption_and_transcript_baselines_pick_the_best_single_train_text():
-    train = ["a red circle on the left", "a red circle on the left", "two blue squares", "a star", "A red circle at the top."]
+    train = [
+        "a red circle on the left",
+        "a red circle on the left",
+        "two blue squares",
+        "a star",
+        "A red circle at the top.",
+    ]
     references = ["a red circle on the right", "a red circle at the left", "a red circle on the left top"]
     assert candidate_pool(train) == sorted({normalise(t) for t in train})  # distinct, normalised
     blind = blind_caption_scores(train, references)
     every = [bleu4([c] * 3, references) for c in candidate_pool(train)]
     assert blind["bleu4"] == pytest.approx(max(every)) and blind["bleu4"] > 0
     best, value = best_constant(candidate_pool(train), references, wer, lower_is_better=True)
-    assert best == "a red circle on the left" and value == pytest.approx(min(wer([c] * 3, references) for c in candidate_pool(train)))
+    assert best == "a red circle on the left" and value == pytest.approx(
+        min(wer([c] * 3, references) for c in candidate_pool(train))
+    )

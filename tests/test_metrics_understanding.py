@@ -1,4 +1,5 @@
 """Ranking, mAP and accuracy metrics of the understanding tasks against hand-computed cases."""
+
 from __future__ import annotations
 
 import math
@@ -6,8 +7,14 @@ import math
 import pytest
 import torch
 
-from opt.tasks.metrics import (accuracy_by_type, chance_recall, lower_is_better, mean_average_precision, recall_at_k,
-                               rerank_top_k)
+from opt.tasks.metrics import (
+    accuracy_by_type,
+    chance_recall,
+    lower_is_better,
+    mean_average_precision,
+    recall_at_k,
+    rerank_top_k,
+)
 from opt.tasks.questions import Question, prior_answers
 
 
@@ -22,9 +29,7 @@ def test_reversed_ranking_gives_recall_zero():
 
 def test_recall_known_small_case():
     # match ranks: query 0 -> 0, query 1 -> 1 (one above), query 2 -> 2 (two above)
-    sim = torch.tensor([[0.9, 0.1, 0.2],
-                        [0.8, 0.5, 0.1],
-                        [0.7, 0.6, 0.3]])
+    sim = torch.tensor([[0.9, 0.1, 0.2], [0.8, 0.5, 0.1], [0.7, 0.6, 0.3]])
     r = recall_at_k(sim, ks=(1, 2, 3))
     assert r == {"R@1": pytest.approx(1 / 3), "R@2": pytest.approx(2 / 3), "R@3": 1.0}
 
@@ -70,9 +75,15 @@ def test_lower_is_better_only_for_error_and_distance():
 
 def test_blind_vqa_answers_with_the_most_common_train_answer_of_the_question():
     train = [Question("colour", "what colour is the circle?", a) for a in ("red", "red", "blue")]
-    train += [Question("count", "how many objects are there?", "2"), Question("colour", "what colour is the star?", "pink")]
-    asked = [Question("colour", "what colour is the circle?", "blue"), Question("count", "how many objects are there?", "2"),
-             Question("colour", "what colour is the heart?", "red")]  # never asked in train: its type's answer
+    train += [
+        Question("count", "how many objects are there?", "2"),
+        Question("colour", "what colour is the star?", "pink"),
+    ]
+    asked = [
+        Question("colour", "what colour is the circle?", "blue"),
+        Question("count", "how many objects are there?", "2"),
+        Question("colour", "what colour is the heart?", "red"),
+    ]  # never asked in train: its type's answer
     assert prior_answers(train, asked) == ["red", "2", "red"]
 
 

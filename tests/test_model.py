@@ -1,10 +1,11 @@
 """The OPT model: shapes for every subset of modalities, padding, decoders and KV cache."""
+
 from itertools import combinations
 
 import pytest
 import torch
-
 from model_fixtures import DIMS, random_batch, tiny_model
+
 from opt.model.encoders import Modality, patchify, unpatchify
 
 SUBSETS = [s for n in (1, 2, 3) for s in combinations(list(Modality), n)]
@@ -39,8 +40,11 @@ def test_padding_does_not_change_real_tokens():
 def test_absent_modality_is_ignored_by_the_fusion():
     model, batch = tiny_model().eval(), random_batch(3)
     encoded = model.encode(batch)
-    present = {Modality.TEXT: torch.ones(3, dtype=torch.bool), Modality.IMAGE: torch.ones(3, dtype=torch.bool),
-               Modality.AUDIO: torch.zeros(3, dtype=torch.bool)}
+    present = {
+        Modality.TEXT: torch.ones(3, dtype=torch.bool),
+        Modality.IMAGE: torch.ones(3, dtype=torch.bool),
+        Modality.AUDIO: torch.zeros(3, dtype=torch.bool),
+    }
     with_audio_masked = model.fuse(encoded, present)
     without_audio = model.fuse({m: e for m, e in encoded.items() if m is not Modality.AUDIO})
     n = without_audio.tokens.shape[1]
@@ -55,7 +59,9 @@ def test_patchify_round_trip():
     assert torch.equal(patches[0, 1].reshape(3, 8, 8), images[0, :, 0:8, 8:16])  # row-major grid
 
 
-@pytest.mark.parametrize("decoder_name,vocab", [("text_decoder", DIMS.vocab_size), ("image_decoder", DIMS.codebook_size)])
+@pytest.mark.parametrize(
+    "decoder_name,vocab", [("text_decoder", DIMS.vocab_size), ("image_decoder", DIMS.codebook_size)]
+)
 def test_generation_with_kv_cache_equals_generation_without(decoder_name, vocab):
     model = tiny_model(seed=3, text_decoder_layers=2, image_decoder_layers=2).eval()
     fused = model(random_batch(3, seed=1))
@@ -83,8 +89,17 @@ def test_guided_generation_mixes_conditional_and_null_logits():
     assert torch.equal(decoder.generate(fused.tokens, fused.valid, null_context=(null.tokens, null.valid)), plain)
     assert torch.equal(decoder.generate(fused.tokens, fused.valid, temperature=1.0, top_k=1), plain)
     scale, steps = 3.0, 6
-    guided = [decoder.generate(fused.tokens, fused.valid, steps=steps, use_cache=cache,
-                               null_context=(null.tokens, null.valid), guidance=scale) for cache in (True, False)]
+    guided = [
+        decoder.generate(
+            fused.tokens,
+            fused.valid,
+            steps=steps,
+            use_cache=cache,
+            null_context=(null.tokens, null.valid),
+            guidance=scale,
+        )
+        for cache in (True, False)
+    ]
     assert torch.equal(guided[0], guided[1])
     prefix = torch.zeros(3, 0, dtype=torch.long)
     for _ in range(steps):  # reference: teacher forcing on the prefix, next symbol from mixed logits

@@ -1,16 +1,26 @@
 """Pretext objectives: contrastive sign, each loss falls on a repeated batch, ablations."""
+
 import pytest
 import torch
 import torch.nn.functional as F
-
 from model_fixtures import random_batch, tiny_model
+
 from opt.config import load_config
 from opt.model.masking import Draw
 from opt.model.objectives import contrastive_loss
 from opt.model.pretrain import SpecialTokens, pretext_losses
 
-ALL_LOSSES = {"mlm_loss", "mvm_code_loss", "mvm_pixel_loss", "mam_regression_loss", "mam_contrastive_loss",
-              "text_denoise_loss", "image_denoise_loss", "contrastive_loss", "matching_loss"}
+ALL_LOSSES = {
+    "mlm_loss",
+    "mvm_code_loss",
+    "mvm_pixel_loss",
+    "mam_regression_loss",
+    "mam_contrastive_loss",
+    "text_denoise_loss",
+    "image_denoise_loss",
+    "contrastive_loss",
+    "matching_loss",
+}
 
 
 def objectives(preset="all", **overrides):
@@ -40,22 +50,38 @@ def test_every_objective_is_reported_and_the_total_is_their_weighted_sum():
     assert torch.allclose(losses["loss"], expected)
 
 
-@pytest.mark.parametrize("preset,absent", [
-    ("no_token", {"mlm_loss", "mvm_code_loss", "mvm_pixel_loss", "mam_regression_loss", "mam_contrastive_loss",
-                  "text_denoise_loss", "image_denoise_loss"}),
-    ("no_sample", {"contrastive_loss", "matching_loss"}),
-    ("image_text", {"mam_regression_loss", "mam_contrastive_loss"}),
-])
+@pytest.mark.parametrize(
+    "preset,absent",
+    [
+        (
+            "no_token",
+            {
+                "mlm_loss",
+                "mvm_code_loss",
+                "mvm_pixel_loss",
+                "mam_regression_loss",
+                "mam_contrastive_loss",
+                "text_denoise_loss",
+                "image_denoise_loss",
+            },
+        ),
+        ("no_sample", {"contrastive_loss", "matching_loss"}),
+        ("image_text", {"mam_regression_loss", "mam_contrastive_loss"}),
+    ],
+)
 def test_ablation_presets_switch_their_objectives_off(preset, absent):
-    losses = pretext_losses(tiny_model(), random_batch(6), objectives(preset), SpecialTokens(),
-                            Draw(torch.Generator().manual_seed(0)))
+    losses = pretext_losses(
+        tiny_model(), random_batch(6), objectives(preset), SpecialTokens(), Draw(torch.Generator().manual_seed(0))
+    )
     assert set(losses) == (ALL_LOSSES - absent) | {"loss"}
 
 
 def test_image_text_preset_never_reads_audio():
     batch = random_batch(6)
     batch["mel"] = torch.full_like(batch["mel"], float("nan"))
-    losses = pretext_losses(tiny_model(), batch, objectives("image_text"), SpecialTokens(), Draw(torch.Generator().manual_seed(0)))
+    losses = pretext_losses(
+        tiny_model(), batch, objectives("image_text"), SpecialTokens(), Draw(torch.Generator().manual_seed(0))
+    )
     assert torch.isfinite(losses["loss"])
 
 

@@ -1,4 +1,5 @@
 """`opt package`: best-model selection, the bundle it imports into the BentoML store, the Bento."""
+
 from __future__ import annotations
 
 import json
@@ -8,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from opt.config import load_config
-from opt.serving.bundle import Candidate
-from opt.files import metric_value
-from opt.serving.package import bentoml_home, finite_candidates, select_best
 from serving_fixtures import PROJECT, TEST_LIMITS, package_tiny, start_server, stop_server
+
+from opt.config import load_config
+from opt.files import metric_value
+from opt.serving.bundle import Candidate
+from opt.serving.package import bentoml_home, finite_candidates, select_best
 
 
 def candidate(name: str) -> Candidate:
@@ -58,8 +60,12 @@ def test_package_refuses_a_model_whose_weights_or_metrics_are_not_finite(tmp_pat
 
 
 def test_select_best_by_metric_and_mode():
-    scored = [(candidate("a"), {"t": {"s": {"m": 0.2}}}), (candidate("b"), {"t": {"s": {"m": 0.7}}}),
-              (candidate("c"), {"t": {"s": {}}}), (candidate("d"), {"t": {"s": {"m": 0.1}}})]
+    scored = [
+        (candidate("a"), {"t": {"s": {"m": 0.2}}}),
+        (candidate("b"), {"t": {"s": {"m": 0.7}}}),
+        (candidate("c"), {"t": {"s": {}}}),
+        (candidate("d"), {"t": {"s": {"m": 0.1}}}),
+    ]
     best, value = select_best(scored, "t.s.m", "max")
     assert (best.name, value) == ("b", 0.7)
     best, value = select_best(scored, "t.s.m", "min")  # e.g. WER: lower is better
@@ -86,18 +92,33 @@ def test_package_imports_a_self_contained_model_and_builds_a_bento(packaged):
     result = packaged["result"]
     assert result["candidate"] == "run" and result["metric_value"] == 0.25
     assert result["model"].startswith("opt:") and result["bento"].startswith("opt_service:")
-    script = ("import bentoml, json, sys; m = bentoml.models.get(sys.argv[1]); b = bentoml.bentos.get(sys.argv[2]);"
-              "print(json.dumps({'path': m.path, 'meta': m.info.metadata, 'bento': b.path}))")
-    out = subprocess.run([sys.executable, "-c", script, result["model"], result["bento"]], env=packaged["env"],
-                         capture_output=True, text=True, check=True)
+    script = (
+        "import bentoml, json, sys; m = bentoml.models.get(sys.argv[1]); b = bentoml.bentos.get(sys.argv[2]);"
+        "print(json.dumps({'path': m.path, 'meta': m.info.metadata, 'bento': b.path}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, result["model"], result["bento"]],
+        env=packaged["env"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     info = json.loads(out.stdout)
     meta, model = info["meta"], Path(info["path"])
     assert meta["metric"] == "retrieval.test.text_to_image/R@1" and meta["metrics"]["retrieval"]
     assert meta["data_version"].startswith(("dvc-md5:", "manifest-sha256:"))
     assert meta["git_revision"] and "model:" in meta["config"]
-    for part in ("config.yaml", "bundle.json", "models/pretrain/model.safetensors", "models/pretrain/config.json",
-                 "models/finetune/retrieval/model.safetensors", "models/image_tokenizer/vq.safetensors",
-                 "data/prepared/params.json", "data/prepared/tokenizer.json", "data/prepared/train/shards.json"):
+    for part in (
+        "config.yaml",
+        "bundle.json",
+        "models/pretrain/model.safetensors",
+        "models/pretrain/config.json",
+        "models/finetune/retrieval/model.safetensors",
+        "models/image_tokenizer/vq.safetensors",
+        "data/prepared/params.json",
+        "data/prepared/tokenizer.json",
+        "data/prepared/train/shards.json",
+    ):
         assert (model / part).exists(), part
     bundle = json.loads((model / "bundle.json").read_text())
     assert bundle["finetuned"] == ["retrieval"] and bundle["gallery"]["split"] == "train"
@@ -106,8 +127,9 @@ def test_package_imports_a_self_contained_model_and_builds_a_bento(packaged):
     assert str(PROJECT) not in str(model)  # the store lives outside the project
     code = Path(info["bento"]) / "src"  # BentoML imports the service with this folder first on sys.path
     assert (code / "opt" / "serving" / "service.py").exists() and not (code / "src").exists()
-    imported = subprocess.run([sys.executable, "-c", "import opt; print(opt.__file__)"], cwd=code,
-                              capture_output=True, text=True, check=True).stdout.strip()
+    imported = subprocess.run(
+        [sys.executable, "-c", "import opt; print(opt.__file__)"], cwd=code, capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert Path(imported).resolve() == (code / "opt" / "__init__.py").resolve()  # its own code, not the checkout's
 
 
@@ -132,8 +154,13 @@ def test_package_prefers_a_better_compare_variant(packaged, tmp_path):
         (variant / "metrics").mkdir(parents=True)
         (variant / "models").symlink_to(root / "models", target_is_directory=True)
         (variant / "metrics" / "eval.json").write_text(json.dumps({"retrieval": {"test": {"text_to_image/R@1": 0.9}}}))
-        out = subprocess.run(["opt", "package", *packaged["overrides"], *TEST_LIMITS, "serve.build_bento=false"], cwd=PROJECT,
-                             env=packaged["env"], capture_output=True, text=True)
+        out = subprocess.run(
+            ["opt", "package", *packaged["overrides"], *TEST_LIMITS, "serve.build_bento=false"],
+            cwd=PROJECT,
+            env=packaged["env"],
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0, out.stdout + out.stderr
         result = json.loads((root / "metrics" / "package.json").read_text())
         assert (result["candidate"], result["metric_value"], result["bento"]) == ("compare/full", 0.9, None)

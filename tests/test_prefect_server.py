@@ -1,5 +1,6 @@
 """A real `prefect server` on 127.0.0.1 serves the pipeline's deployments: the nightly one carries
 its cron schedule, and a run triggered through the API is picked up and completes."""
+
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ from opt.servers import free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
 
-TRIGGER = textwrap.dedent('''
+TRIGGER = textwrap.dedent("""
     import json, sys, time
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
@@ -34,22 +35,41 @@ TRIGGER = textwrap.dedent('''
     run = run_deployment("opt-stage/stage", parameters=params, timeout=240)
     crons = [s.schedule.cron for s in nightly.schedules]
     print(json.dumps({"state": run.state.type.value, "crons": crons}))
-''')
+""")
 
 
 @pytest.mark.timeout(420)
 def test_served_deployment_runs_on_a_real_server(tmp_path):
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    }
     env.pop("PREFECT_API_URL", None)
-    serving = subprocess.Popen([sys.executable, str(PROJECT / "flows/serve.py"), "--port", str(port), "--cron", "15 4 * * *"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    serving = subprocess.Popen(
+        [sys.executable, str(PROJECT / "flows/serve.py"), "--port", str(port), "--cron", "15 4 * * *"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        params = {"name": "ingest", "overrides": [f"paths.root={tmp_path / 'run'}", "data.n=6", "data.workers=1"],
-                  "config_file": None}
-        trigger = subprocess.run([sys.executable, "-c", TRIGGER, json.dumps(params)], capture_output=True, text=True,
-                                 env={**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}, timeout=360)
+        params = {
+            "name": "ingest",
+            "overrides": [f"paths.root={tmp_path / 'run'}", "data.n=6", "data.workers=1"],
+            "config_file": None,
+        }
+        trigger = subprocess.run(
+            [sys.executable, "-c", TRIGGER, json.dumps(params)],
+            capture_output=True,
+            text=True,
+            env={**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"},
+            timeout=360,
+        )
     finally:
         os.killpg(serving.pid, signal.SIGINT)
         try:

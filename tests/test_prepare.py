@@ -1,4 +1,5 @@
 """`opt prepare`: tokenizer from train only, shards that read back equal, the Dataset, params, contact sheet."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import write_handmade_raw
 from PIL import Image
 
-from conftest import write_handmade_raw
 from opt.cli import main as opt_main
 from opt.config import load_config, path
 from opt.data.contact_sheet import CELL_HEIGHT, CELL_WIDTH, IMAGE_SIDE, MARGIN, grid_shape, sheet_size
@@ -46,8 +47,14 @@ def prepared(tmp_path_factory):
     """(cfg, records, summary) of one prepare run through the CLI entry point, 2 workers."""
     root = tmp_path_factory.mktemp("prep")
     records = write_raw_with_extras(root / "data" / "raw")
-    overrides = [f"paths.root={root}", "prepare.vocab_size=200", "prepare.shard_size=3",
-                 f"prepare.max_audio_seconds={MAX_SECONDS}", "prepare.workers=2", "prepare.contact_sheet_items=6"]
+    overrides = [
+        f"paths.root={root}",
+        "prepare.vocab_size=200",
+        "prepare.shard_size=3",
+        f"prepare.max_audio_seconds={MAX_SECONDS}",
+        "prepare.workers=2",
+        "prepare.contact_sheet_items=6",
+    ]
     assert opt_main(["prepare", *overrides]) == 0
     return load_config(overrides), records
 
@@ -63,7 +70,7 @@ def test_tokenizer_is_trained_on_train_captions_only(prepared):
     assert tokenizer.decode(ids[0]) == train_caption.lower()
     assert ids.shape == (2, cfg.prepare.max_text_tokens) and ids.dtype == np.int32
     assert ids[0, 0] == tokenizer.cls_id and ids[0, counts[0] - 1] == tokenizer.sep_id
-    assert (ids[0, counts[0]:] == tokenizer.pad_id).all() and tokenizer.pad_id == 0
+    assert (ids[0, counts[0] :] == tokenizer.pad_id).all() and tokenizer.pad_id == 0
     assert tokenizer.decode(ids[1]) != f"a {TEST_ONLY_WORD}"  # not a whole token: pieces or [UNK]
 
 
@@ -99,12 +106,19 @@ def test_shards_span_several_files_and_read_back_equal_to_the_inputs(prepared):
 
 def test_split_writer_round_trip_with_ragged_mel(tmp_path):
     rng = np.random.default_rng(1)
-    items = [{"images": rng.integers(0, 256, (3, 8, 8), dtype=np.uint8),
-              "mel": rng.standard_normal((4, int(w))).astype(np.float16), "mel_frames": np.int32(w),
-              "tokens": rng.integers(0, 50, 6).astype(np.int32), "token_count": np.int32(6)} for w in (5, 9, 2, 7, 3)]
+    items = [
+        {
+            "images": rng.integers(0, 256, (3, 8, 8), dtype=np.uint8),
+            "mel": rng.standard_normal((4, int(w))).astype(np.float16),
+            "mel_frames": np.int32(w),
+            "tokens": rng.integers(0, 50, 6).astype(np.int32),
+            "token_count": np.int32(6),
+        }
+        for w in (5, 9, 2, 7, 3)
+    ]
     writer = SplitWriter(tmp_path / "train", pad_values={"mel": -7.0})
     for start in range(0, 5, 2):
-        writer.write_shard(items[start:start + 2], [{"id": i} for i in range(start, min(start + 2, 5))])
+        writer.write_shard(items[start : start + 2], [{"id": i} for i in range(start, min(start + 2, 5))])
     assert writer.close()["count"] == 5
     rows = [(s["name"], r) for s in read_index(tmp_path / "train")["shards"] for r in range(s["count"])]
     for item, (name, row) in zip(items, rows):
@@ -112,7 +126,7 @@ def test_split_writer_round_trip_with_ragged_mel(tmp_path):
         assert isinstance(arrays["mel"], np.memmap)
         np.testing.assert_array_equal(arrays["images"][row], item["images"])
         np.testing.assert_array_equal(arrays["mel"][row, :, : item["mel_frames"]], item["mel"])
-        assert (arrays["mel"][row, :, item["mel_frames"]:] == -7.0).all()
+        assert (arrays["mel"][row, :, item["mel_frames"] :] == -7.0).all()
         np.testing.assert_array_equal(arrays["tokens"][row], item["tokens"])
     assert [r["index"] for r in read_records(tmp_path / "train")] == list(range(5))
 
@@ -155,7 +169,9 @@ def test_long_audio_is_truncated_not_rejected_and_frames_recorded(prepared):
     assert stored["audio_truncated"] is True and stored["audio_seconds"] == pytest.approx(LONG_SECONDS)
     assert stored["mel_frames"] == 1 + int(MAX_SECONDS * 16000) // cfg.prepare.hop_length
     short = [r for r in read_records(path(cfg, "prepared") / "train") if r["image_id"] != long_id]
-    assert all(not r["audio_truncated"] and r["mel_frames"] == 1 + int(r["audio_seconds"] * 16000) // 160 for r in short)
+    assert all(
+        not r["audio_truncated"] and r["mel_frames"] == 1 + int(r["audio_seconds"] * 16000) // 160 for r in short
+    )
     assert read_params(path(cfg, "prepared"))["splits"]["train"]["truncated_audio"] == 1
 
 
@@ -171,6 +187,7 @@ def test_params_hold_every_preprocessing_parameter_and_the_counts(prepared):
         assert params["splits"][split]["records"] == sum(r["split"] == split for r in records)
     assert len(params["mel_stats"]["mean"]) == cfg.prepare.n_mels and min(params["mel_stats"]["std"]) >= 0
     import hashlib
+
     manifest = (path(cfg, "raw") / MANIFEST).read_bytes()
     assert params["source"]["manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
 
@@ -179,14 +196,16 @@ def test_contact_sheet_shows_prepared_images_with_captions(prepared):
     cfg, _ = prepared
     sheet = Image.open(path(cfg, "prepared") / "contact_sheet.png").convert("RGB")
     n_items = cfg.prepare.contact_sheet_items
-    assert sheet.size == sheet_size(n_items) == (grid_shape(n_items)[0] * CELL_WIDTH, grid_shape(n_items)[1] * CELL_HEIGHT)
+    assert (
+        sheet.size == sheet_size(n_items) == (grid_shape(n_items)[0] * CELL_WIDTH, grid_shape(n_items)[1] * CELL_HEIGHT)
+    )
     first = next(r for r in read_records(path(cfg, "prepared") / "train"))
     image = open_shard(path(cfg, "prepared") / "train" / first["shard"])["images"][first["row"]]
     scale = IMAGE_SIDE // image.shape[-1]
     left = (CELL_WIDTH - IMAGE_SIDE) // 2
-    cell = np.asarray(sheet)[MARGIN:MARGIN + IMAGE_SIDE, left:left + IMAGE_SIDE]
+    cell = np.asarray(sheet)[MARGIN : MARGIN + IMAGE_SIDE, left : left + IMAGE_SIDE]
     np.testing.assert_array_equal(cell[::scale, ::scale].transpose(2, 0, 1), image)
-    text_band = np.asarray(sheet)[MARGIN + IMAGE_SIDE + MARGIN // 2:CELL_HEIGHT, :CELL_WIDTH]
+    text_band = np.asarray(sheet)[MARGIN + IMAGE_SIDE + MARGIN // 2 : CELL_HEIGHT, :CELL_WIDTH]
     assert (text_band.min(axis=2) < 100).sum() > 200, "caption text is drawn under the image"
 
 
@@ -195,9 +214,16 @@ def test_prepare_is_deterministic_and_worker_count_does_not_change_bytes(prepare
     raw = path(cfg, "raw")
     write_raw_with_extras(tmp_path / "data" / "raw")
     assert read_manifest(raw) == read_manifest(tmp_path / "data" / "raw")
-    again = load_config([f"paths.root={tmp_path}", "prepare.vocab_size=200", "prepare.shard_size=3",
-                         f"prepare.max_audio_seconds={MAX_SECONDS}", "prepare.workers=1",
-                         "prepare.contact_sheet_items=6"])
+    again = load_config(
+        [
+            f"paths.root={tmp_path}",
+            "prepare.vocab_size=200",
+            "prepare.shard_size=3",
+            f"prepare.max_audio_seconds={MAX_SECONDS}",
+            "prepare.workers=1",
+            "prepare.contact_sheet_items=6",
+        ]
+    )
     summary = prepare(again)
     assert summary["counts"]["train"] == read_index(path(again, "prepared") / "train")["count"]
     first, second = path(cfg, "prepared"), path(again, "prepared")

@@ -1,4 +1,5 @@
 """`opt pretrain` (training the image tokenizer on demand) on the built-in data, as a user runs it."""
+
 import json
 import subprocess
 import sys
@@ -19,8 +20,15 @@ def opt(*args):
 @pytest.fixture(scope="module")
 def pretrained(prepared_synth):
     root, overrides = prepared_synth
-    out = opt("pretrain", *overrides, "trainer.max_steps=20", "trainer.batch_size=8", "trainer.checkpoint_every=10",
-              "image_tokenizer.steps=150", "image_tokenizer.batch_size=16")
+    out = opt(
+        "pretrain",
+        *overrides,
+        "trainer.max_steps=20",
+        "trainer.batch_size=8",
+        "trainer.checkpoint_every=10",
+        "image_tokenizer.steps=150",
+        "image_tokenizer.batch_size=16",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return root, overrides, out
 

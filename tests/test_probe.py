@@ -1,4 +1,5 @@
 """The text-to-image probe: it learns attributes of small objects and judges unseen images."""
+
 import numpy as np
 import torch
 
@@ -16,7 +17,7 @@ def scenes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     for i in range(n):
         c = int(torch.randint(len(COLOURS), (1,), generator=g))
         y, x = torch.randint(0, 26, (2,), generator=g).tolist()
-        images[i, :, y: y + 6, x: x + 6] = COLOURS[c][:, None, None]
+        images[i, :, y : y + 6, x : x + 6] = COLOURS[c][:, None, None]
         labels[i, c] = True
     return (images * 255).round().to(torch.uint8), labels
 

@@ -5,6 +5,7 @@ SIGKILL after a checkpoint and started again ends with the uninterrupted run's w
 that diverges stops with a message naming the step and the values, and leaves nothing
 non-finite on disk, its last good checkpoint resumable.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,12 +21,17 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from trainer_fixtures import in_memory_dataset, objective, trainer_config
 
 from opt.train import checkpoint as ckpt
 from opt.train.trainer import Trainer
-from trainer_fixtures import in_memory_dataset, objective, trainer_config
 
-RUN = ["trainer.batch_size=8", "trainer.checkpoint_every=10", "image_tokenizer.steps=20", "image_tokenizer.batch_size=16"]
+RUN = [
+    "trainer.batch_size=8",
+    "trainer.checkpoint_every=10",
+    "image_tokenizer.steps=20",
+    "image_tokenizer.batch_size=16",
+]
 
 
 def opt(*args: str) -> list[str]:
@@ -57,7 +63,9 @@ def run_in_copy(tokenized, name: str, *extra: str) -> Path:
 def losses(root: Path) -> list[dict]:
     """Per-step rows of the losses CSV without its timings."""
     with (root / "metrics" / "pretrain_losses.csv").open() as f:
-        return [{k: v for k, v in row.items() if k not in ("samples_per_s", "data_fraction")} for row in csv.DictReader(f)]
+        return [
+            {k: v for k, v in row.items() if k not in ("samples_per_s", "data_fraction")} for row in csv.DictReader(f)
+        ]
 
 
 def model_bytes(root: Path) -> bytes:
@@ -104,8 +112,18 @@ def test_a_diverging_pretraining_stops_with_the_step_and_values_and_saves_nothin
     root = source.parent / "diverged"
     shutil.copytree(source, root)
     # an infinite learning rate: step 1 is finite, its update makes every weight non-finite
-    done = subprocess.run(opt("pretrain", f"paths.root={root}", *overrides, "trainer.max_steps=5", "trainer.lr=inf",
-                              "trainer.warmup_steps=0"), capture_output=True, text=True)
+    done = subprocess.run(
+        opt(
+            "pretrain",
+            f"paths.root={root}",
+            *overrides,
+            "trainer.max_steps=5",
+            "trainer.lr=inf",
+            "trainer.warmup_steps=0",
+        ),
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1, done.stderr[-2000:]
     assert "FAILED: step 2: non-finite" in done.stderr and "mlm_loss=nan" in done.stderr, done.stderr[-2000:]
     assert not (root / "models" / "pretrain").exists() and not (root / "metrics" / "pretrain.json").exists()

@@ -4,6 +4,7 @@ Every endpoint answers sane outputs for valid inputs of every accepted format; e
 input gets a 4xx with a message and the server keeps answering; the OpenAPI schema holds under
 schemathesis (no 5xx).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,9 +21,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from PIL import Image
+from serving_fixtures import audio_bytes, image_bytes, package_tiny, start_server, stop_server
 
 from opt.serving.bentoml_compat import adaptive_batcher
-from serving_fixtures import audio_bytes, image_bytes, package_tiny, start_server, stop_server
 
 IMAGE_SIZE, DIM = 64, 64  # the tiny model: prepare.image_size, model.dim
 
@@ -58,15 +59,18 @@ def test_binds_to_loopback_and_reports_health(server, client):
     assert "retrieval" in health["finetuned"]
 
 
-@pytest.mark.parametrize("mode,fmt", [("RGB", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("L", "JPEG"), ("CMYK", "JPEG"),
-                                      ("I;16", "PNG")])
+@pytest.mark.parametrize(
+    "mode,fmt", [("RGB", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("L", "JPEG"), ("CMYK", "JPEG"), ("I;16", "PNG")]
+)
 def test_caption_any_image_mode(client, mode, fmt):
     r = post_files(client, "/caption", {"image": image_bytes(mode, fmt)})
     assert r.status_code == 200, r.text
     assert isinstance(r.json()["caption"], str)
 
 
-@pytest.mark.parametrize("fmt,rate,channels", [("WAV", 44100, 2), ("OGG", 22050, 1), ("FLAC", 16000, 1), ("WAV", 8000, 1)])
+@pytest.mark.parametrize(
+    "fmt,rate,channels", [("WAV", 44100, 2), ("OGG", 22050, 1), ("FLAC", 16000, 1), ("WAV", 8000, 1)]
+)
 def test_transcribe_any_audio_format_and_rate(client, fmt, rate, channels):
     r = post_files(client, "/transcribe", {"audio": audio_bytes(fmt, rate, 1.0, channels)})
     assert r.status_code == 200, r.text
@@ -119,9 +123,15 @@ def check_ranked(body: dict, k: int, query: str, target: str) -> None:
 
 def test_retrieve_from_every_query_kind(client):
     check_ranked(client.post("/retrieve", json={"text": "a small blue square", "k": 3}).json(), 3, "text", "image")
-    check_ranked(post_files(client, "/retrieve", {"audio": audio_bytes("FLAC")}, {"k": "2"}).json(), 2, "audio", "image")
-    check_ranked(post_files(client, "/retrieve", {"image": image_bytes()}, {"k": "4", "target": "audio"}).json(),
-                 4, "image", "audio")
+    check_ranked(
+        post_files(client, "/retrieve", {"audio": audio_bytes("FLAC")}, {"k": "2"}).json(), 2, "audio", "image"
+    )
+    check_ranked(
+        post_files(client, "/retrieve", {"image": image_bytes()}, {"k": "4", "target": "audio"}).json(),
+        4,
+        "image",
+        "audio",
+    )
     both = post_files(client, "/retrieve", {"audio": audio_bytes("WAV")}, {"text": "a red circle", "k": "2"})
     check_ranked(both.json(), 2, "text_audio", "image")
 
@@ -133,9 +143,11 @@ def test_classify_vqa_and_embed(client):
     assert set(body["predicted"]) == {lb["label"] for lb in body["labels"] if lb["score"] >= 0.5}
     answer = post_files(client, "/vqa", {"image": image_bytes()}, {"question": "what colour is the square?"}).json()
     assert isinstance(answer["answer"], str) and 0 <= answer["score"] <= 1
-    for kind, request in [("text", {"json": {"text": "a red circle"}}),
-                          ("image", {"files": {"image": ("x.jpg", image_bytes("RGB", "JPEG"))}}),
-                          ("audio", {"files": {"audio": ("x.ogg", audio_bytes("OGG"))}})]:
+    for kind, request in [
+        ("text", {"json": {"text": "a red circle"}}),
+        ("image", {"files": {"image": ("x.jpg", image_bytes("RGB", "JPEG"))}}),
+        ("audio", {"files": {"audio": ("x.ogg", audio_bytes("OGG"))}}),
+    ]:
         body = client.post("/embed", **request).json()
         vector = np.array(body["embedding"])
         assert body["modality"] == kind and body["dim"] == DIM == vector.shape[0]
@@ -144,8 +156,10 @@ def test_classify_vqa_and_embed(client):
 
 def bomb_png(side: int = 30000) -> bytes:
     """A valid PNG header promising side x side pixels (a few hundred bytes on the wire)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale
     rows = zlib.compress(b"\x00" * (side // 8 + 1) * 64)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
@@ -169,8 +183,14 @@ BAD_REQUESTS = {
     "corrupt audio": ("/transcribe", {"files": {"audio": ("x.wav", b"RIFF\x00\x00\x00\x00WAVEjunk")}}),
     "empty audio": ("/transcribe", {"files": {"audio": ("x.flac", b"")}}),
     "nan audio": ("/transcribe", {"files": {"audio": ("x.wav", nan_wav())}}),
-    "too long audio": ("/transcribe", {"files": {"audio": ("x.flac", audio_bytes("FLAC", 8000, 30.0, subtype="PCM_16",
-                                                                                 samples=np.zeros(8000 * 30)))}}),
+    "too long audio": (
+        "/transcribe",
+        {
+            "files": {
+                "audio": ("x.flac", audio_bytes("FLAC", 8000, 30.0, subtype="PCM_16", samples=np.zeros(8000 * 30)))
+            }
+        },
+    ),
     "image as audio": ("/transcribe", {"files": {"audio": ("x.wav", image_bytes())}}),
     "absurd text": ("/generate_image", {"json": {"prompt": "a red circle " * 1000}}),
     "empty text": ("/generate_image", {"json": {"prompt": "   "}}),
@@ -183,7 +203,10 @@ BAD_REQUESTS = {
     "no query": ("/retrieve", {"json": {}}),
     "two queries": ("/retrieve", {"files": {"image": ("x.png", image_bytes())}, "data": {"text": "a circle"}}),
     "bad target": ("/retrieve", {"json": {"text": "a circle", "target": "video"}}),
-    "text_audio to text": ("/retrieve", {"files": {"audio": ("x.wav", audio_bytes())}, "data": {"text": "a", "target": "text"}}),
+    "text_audio to text": (
+        "/retrieve",
+        {"files": {"audio": ("x.wav", audio_bytes())}, "data": {"text": "a", "target": "text"}},
+    ),
     "question missing": ("/vqa", {"files": {"image": ("x.png", image_bytes())}}),
     "threshold out of range": ("/classify", {"files": {"image": ("x.png", image_bytes())}, "data": {"threshold": "7"}}),
 }
@@ -268,6 +291,7 @@ def test_openapi_schema_holds_without_server_errors(server):
     assert {"/caption", "/retrieve", "/embed", "/vqa"} <= {op.path for op in operations}
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
         for operation in operations:
+
             @given(case=operation.as_strategy(generation_mode=mode))
             @settings(max_examples=8, deadline=None, database=None, suppress_health_check=list(HealthCheck))
             def no_server_error(case):

@@ -1,4 +1,5 @@
 """Stage cache keys: what makes a stage rerun outside DVC (Prefect caches on these keys)."""
+
 from opt.config import PROJECT_ROOT, load_config
 from opt.stage_cache import cache_key, dvc_stages, outputs_intact, record_run, resolve
 from opt.stages import STAGES
@@ -32,7 +33,8 @@ def test_key_changes_with_stage_params_and_inputs_only(tmp_path):
     (raw / "manifest.jsonl").write_text("{}\n{}\n")
     assert key != cache_key("validate", load_config(base))
     assert cache_key("finetune", load_config([*base, "task.name=vqa"])) != cache_key(
-        "finetune", load_config([*base, "task.name=captioning"]))
+        "finetune", load_config([*base, "task.name=captioning"])
+    )
     assert cache_key("compare", load_config(base)) is None  # not a dvc.yaml stage: never cached
 
 

@@ -1,4 +1,5 @@
 """The narrated-scene generator end to end: determinism, records, media, splits, eSpeak."""
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 Each is fine-tuned a few steps through the `finetune` stage, evaluated on test with the weights
 `load_task_model` finds, and shown to lower its own loss on a repeated tiny batch.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,14 @@ from opt.train.data import batches
 EXPECTED = {
     "captioning": {"bleu4", "cider", "bleu4_image_audio", "cider_image_audio"},
     "speech_recognition": {"wer", "sentence_accuracy"},
-    "text_to_image": {"frechet_distance", "attribute_accuracy", "exact_match", "probe_accuracy", "probe_exact_match",
-                      "reconstruction_accuracy"},
+    "text_to_image": {
+        "frechet_distance",
+        "attribute_accuracy",
+        "exact_match",
+        "probe_accuracy",
+        "probe_exact_match",
+        "reconstruction_accuracy",
+    },
 }
 
 
@@ -85,5 +92,7 @@ def test_text_to_image_hides_the_configured_share_of_prompts(pretrained_synth, h
     batch = next(batches(context.split("train"), 4))
     other = {**batch, "tokens": batch["tokens"].roll(1, dims=0), "token_count": batch["token_count"].roll(1, dims=0)}
     with torch.no_grad():
-        losses = [task.losses(model, None, b, Draw(torch.Generator().manual_seed(0)), context)["loss"] for b in (batch, other)]
+        losses = [
+            task.losses(model, None, b, Draw(torch.Generator().manual_seed(0)), context)["loss"] for b in (batch, other)
+        ]
     assert torch.allclose(losses[0], losses[1]) == (hidden_share == 1.0)

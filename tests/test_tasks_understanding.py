@@ -1,5 +1,6 @@
 """Retrieval, classification and VQA on the tiny pre-trained model: fine-tune through the
 stage, evaluate, learn a repeated batch, the fused text+audio query, and true VQA answers."""
+
 from __future__ import annotations
 
 import re
@@ -33,8 +34,15 @@ def first_batch(context, n: int = 8) -> dict:
 
 def check_metrics(name: str, metrics: dict) -> None:
     if name == "retrieval":
-        directions = {"text_to_image", "image_to_text", "audio_to_image", "image_to_audio", "text_to_audio",
-                      "audio_to_text", "text_audio_to_image"}
+        directions = {
+            "text_to_image",
+            "image_to_text",
+            "audio_to_image",
+            "image_to_audio",
+            "text_to_audio",
+            "audio_to_text",
+            "text_audio_to_image",
+        }
         assert set(metrics) == {f"{d}/R@{k}" for d in directions for k in (1, 5, 10)}
     elif name == "classification":
         assert set(metrics) == {"mAP"}
@@ -84,8 +92,10 @@ def test_text_audio_query_goes_through_the_cross_modal_encoder(pretrained_synth)
     with torch.no_grad():
         encoded = model.encode(batch)
         query = fused_query(model, heads, encoded)
-        mean = F.normalize(model.embed(encoded[Modality.TEXT], Modality.TEXT)
-                           + model.embed(encoded[Modality.AUDIO], Modality.AUDIO), dim=-1)
+        mean = F.normalize(
+            model.embed(encoded[Modality.TEXT], Modality.TEXT) + model.embed(encoded[Modality.AUDIO], Modality.AUDIO),
+            dim=-1,
+        )
         rolled = {**batch, "mel": batch["mel"].roll(1, 0), "mel_frames": batch["mel_frames"].roll(1, 0)}
         other_audio = model.encode(rolled, (Modality.AUDIO,))
         changed = fused_query(model, heads, {**encoded, Modality.AUDIO: other_audio[Modality.AUDIO]})
@@ -148,12 +158,19 @@ def test_vqa_answers_are_true_of_the_scene(pretrained_synth):
 
 def test_relation_questions_follow_grid_geometry():
     # red square top-left, blue circle bottom-right, another red circle top-right
-    objs = [{"shape": "square", "color": "red", "size": "large", "position": [0, 0]},
-            {"shape": "circle", "color": "red", "size": "small", "position": [0, 2]},
-            {"shape": "circle", "color": "blue", "size": "large", "position": [2, 2]}]
-    truth = {("red square", "blue circle"): {"left of", "above"}, ("blue circle", "red square"): {"right of", "below"},
-             ("red square", "red circle"): {"left of"}, ("red circle", "red square"): {"right of"},
-             ("red circle", "blue circle"): {"above"}, ("blue circle", "red circle"): {"below"}}
+    objs = [
+        {"shape": "square", "color": "red", "size": "large", "position": [0, 0]},
+        {"shape": "circle", "color": "red", "size": "small", "position": [0, 2]},
+        {"shape": "circle", "color": "blue", "size": "large", "position": [2, 2]},
+    ]
+    truth = {
+        ("red square", "blue circle"): {"left of", "above"},
+        ("blue circle", "red square"): {"right of", "below"},
+        ("red square", "red circle"): {"left of"},
+        ("red circle", "red square"): {"right of"},
+        ("red circle", "blue circle"): {"above"},
+        ("blue circle", "red circle"): {"below"},
+    }
     vocab = {"colours": ["blue", "red"], "shapes": ["circle", "square"]}
     seen = set()
     for i in range(200):

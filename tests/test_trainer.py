@@ -1,16 +1,23 @@
 """The trainer: exact resume, DDP equivalence, atomic safetensors checkpoints, loss logs."""
+
 import csv
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from trainer_fixtures import (
+    ddp_worker,
+    decomposable_objectives,
+    gradients,
+    in_memory_dataset,
+    objective,
+    trainer_config,
+)
 
 from opt.servers import free_port
 from opt.train import checkpoint as ckpt
 from opt.train.schedule import lr_factor
 from opt.train.trainer import Trainer
-from trainer_fixtures import (ddp_worker, decomposable_objectives, gradients, in_memory_dataset, objective,
-                              trainer_config)
 
 
 def weights(trainer):
@@ -50,7 +57,9 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):
 def test_two_process_gloo_ddp_gives_the_same_update_as_one_process(tmp_path):
     """Same global batch, same masks: the all-reduced gradient equals the one-process gradient
     (compared before AdamW, whose first step is sign(g) * lr and so amplifies float noise)."""
-    single = Trainer(objective(decomposable_objectives()), in_memory_dataset(), trainer_config(batch_size=6), tmp_path / "single")
+    single = Trainer(
+        objective(decomposable_objectives()), in_memory_dataset(), trainer_config(batch_size=6), tmp_path / "single"
+    )
     single.accumulate_gradients()
     out = tmp_path / "ddp.pt"
     mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path / "ddp"), str(out)), nprocs=2, join=True)

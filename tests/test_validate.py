@@ -3,6 +3,7 @@
 Each GX run costs time, so each dataset is validated once in a module-scoped fixture and
 several tests read its outcome.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,12 @@ def run_validate(cfg) -> dict:
     except StageFailed as e:
         summary, error = None, str(e)
     reports = Path(cfg.paths.root) / "reports"
-    return {"summary": summary, "error": error, "json": json.loads((reports / "validation.json").read_text()),
-            "md": (reports / "validation.md").read_text()}
+    return {
+        "summary": summary,
+        "error": error,
+        "json": json.loads((reports / "validation.json").read_text()),
+        "md": (reports / "validation.md").read_text(),
+    }
 
 
 def failed_section(markdown: str) -> str:
@@ -76,9 +81,19 @@ def test_valid_dataset_reports_every_check(valid):
     names = [c["name"] for c in checks]
     assert len(names) == len(set(names)) == outcome["json"]["metrics"]["checks"]
     assert all(c["success"] for c in checks) and outcome["json"]["failed"] == []
-    for name in ("dataset_not_empty", "bad_record_ratio", "schema_required_columns", "caption_words_in_range",
-                 "audio_duration_in_range", "audio_level", "image_mode_rgb", "synthetic_image_size",
-                 "record_key_unique", "labels_seen_in_train", "split_sizes"):
+    for name in (
+        "dataset_not_empty",
+        "bad_record_ratio",
+        "schema_required_columns",
+        "caption_words_in_range",
+        "audio_duration_in_range",
+        "audio_level",
+        "image_mode_rgb",
+        "synthetic_image_size",
+        "record_key_unique",
+        "labels_seen_in_train",
+        "split_sizes",
+    ):
         assert name in names
         assert f"| {name} |" in outcome["md"]
     assert "PASSED" in outcome["md"] and "FAIL" not in outcome["md"]
@@ -165,10 +180,22 @@ def break_records(raw_dir: Path, records: list[dict]) -> dict[str, str]:
     write_jsonl(raw_dir / MANIFEST, r)
     with (raw_dir / MANIFEST).open("a") as f:
         f.write("{not json\n")
-    ids = {name: f"{i}:{r[i]['image_id']}" for name, i in [
-        ("audio_level", 0), ("caption_words_in_range", 1), ("audio_mono", 2), ("synthetic_image_size", 3),
-        ("audio_sample_rate", 6), ("media_readable", 7), ("record_key_unique", 8), ("image_mode_rgb", 10),
-        ("audio_seconds_match_media", 10), ("type_annotator_id", 12), ("split_in_allowed_set", 13)]}
+    ids = {
+        name: f"{i}:{r[i]['image_id']}"
+        for name, i in [
+            ("audio_level", 0),
+            ("caption_words_in_range", 1),
+            ("audio_mono", 2),
+            ("synthetic_image_size", 3),
+            ("audio_sample_rate", 6),
+            ("media_readable", 7),
+            ("record_key_unique", 8),
+            ("image_mode_rgb", 10),
+            ("audio_seconds_match_media", 10),
+            ("type_annotator_id", 12),
+            ("split_in_allowed_set", 13),
+        ]
+    }
     return ids | {"split_sizes": "val", "labels_seen_in_train": "color=purple", "manifest_lines_are_records": ""}
 
 
@@ -189,10 +216,25 @@ def test_broken_dataset_fails_exactly_the_broken_checks(broken):
     assert split_sizes["element_count"] == 3  # only train, val and test need records
 
 
-@pytest.mark.parametrize("name", [
-    "audio_level", "caption_words_in_range", "audio_mono", "synthetic_image_size", "split_sizes",
-    "labels_seen_in_train", "audio_sample_rate", "media_readable", "record_key_unique", "image_mode_rgb",
-    "audio_seconds_match_media", "type_annotator_id", "split_in_allowed_set", "manifest_lines_are_records"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "audio_level",
+        "caption_words_in_range",
+        "audio_mono",
+        "synthetic_image_size",
+        "split_sizes",
+        "labels_seen_in_train",
+        "audio_sample_rate",
+        "media_readable",
+        "record_key_unique",
+        "image_mode_rgb",
+        "audio_seconds_match_media",
+        "type_annotator_id",
+        "split_in_allowed_set",
+        "manifest_lines_are_records",
+    ],
+)
 def test_failed_check_is_named_in_error_and_reports(broken, name):
     expected, outcome = broken
     assert name in outcome["error"]
@@ -211,8 +253,12 @@ def test_missing_column_fails_schema(tmp_path_factory):
     records[0]["annotator_id"] = None
     write_jsonl(raw_dir / MANIFEST, records)
     outcome = run_validate(cfg)
-    assert set(outcome["json"]["failed"]) == {"schema_required_columns", "not_null_audio_seconds",
-                                               "not_null_annotator_id", "type_annotator_id"}
+    assert set(outcome["json"]["failed"]) == {
+        "schema_required_columns",
+        "not_null_audio_seconds",
+        "not_null_annotator_id",
+        "type_annotator_id",
+    }
     assert "missing: audio_seconds" in failed_section(outcome["md"])
 
 

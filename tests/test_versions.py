@@ -5,6 +5,7 @@ would (the stage function, outside `dvc repro`). lakeFS: the real `lakefs` SDK o
 against tests/lakefs_fake.py, or against a live server when LAKEFS_TEST_ENDPOINT (with
 LAKEFS_TEST_ACCESS_KEY_ID, LAKEFS_TEST_SECRET_ACCESS_KEY) is set.
 """
+
 import hashlib
 import os
 import shutil
@@ -14,9 +15,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from lakefs_fake import FakeLakeFSServer
 from scratch import ENV, TINY, make_scratch_project, sh
+
 from opt.cli import show_config
 from opt.config import PROJECT_ROOT, load_config
 from opt.data.ingest import ingest
@@ -27,14 +28,18 @@ from opt.versions.snapshot import ingest_frozen, set_ingest_frozen
 
 def snapshot(root: Path) -> dict[str, str]:
     """sha256 of every file under data/raw and data/sources, by path."""
-    return {f"{folder}/{name}": digest for folder in ("data/raw", "data/sources")
-            for name, digest in file_hashes(root / folder).items()}
+    return {
+        f"{folder}/{name}": digest
+        for folder in ("data/raw", "data/sources")
+        for name, digest in file_hashes(root / folder).items()
+    }
 
 
 def opt_fails(*args, cwd, env=None) -> str:
     """Run `opt ARGS` expecting exit status 1 and a one-line error; returns stderr."""
-    out = subprocess.run([sys.executable, "-m", "opt.cli", *args], cwd=cwd, capture_output=True, text=True,
-                         env=env or ENV)
+    out = subprocess.run(
+        [sys.executable, "-m", "opt.cli", *args], cwd=cwd, capture_output=True, text=True, env=env or ENV
+    )
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     return out.stderr
 
@@ -77,8 +82,12 @@ def test_dvc_rollback_restores_every_file_and_keeps_it_through_repro(dvc_project
     cfg = load_config([f"paths.root={root}"])
     first = ingest_and_version(root, TINY, "v1")
     v1 = snapshot(root)
-    second = ingest_and_version(root, [*TINY, "data.n=20", "data.seed=1"], "v2",
-                                {"data/raw/notes.txt": "not in v1\n", "data/sources/annotations.jsonl": "{}\n"})
+    second = ingest_and_version(
+        root,
+        [*TINY, "data.n=20", "data.seed=1"],
+        "v2",
+        {"data/raw/notes.txt": "not in v1\n", "data/sources/annotations.jsonl": "{}\n"},
+    )
     v2 = snapshot(root)
     assert first["changed"] and first["pushed"] and first["kept"] == 24 and v1 != v2
     assert second["recorded"] == ["dvc.lock", "data.dvc"]
@@ -127,13 +136,18 @@ def test_dvc_errors_are_clear(dvc_project, tmp_path):
 def lakefs_server():
     """LAKECTL_* settings of a live lakeFS (LAKEFS_TEST_ENDPOINT) or of the in-process fake."""
     if os.environ.get("LAKEFS_TEST_ENDPOINT"):
-        yield {"LAKECTL_SERVER_ENDPOINT_URL": os.environ["LAKEFS_TEST_ENDPOINT"],
-               "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": os.environ["LAKEFS_TEST_ACCESS_KEY_ID"],
-               "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": os.environ["LAKEFS_TEST_SECRET_ACCESS_KEY"]}
+        yield {
+            "LAKECTL_SERVER_ENDPOINT_URL": os.environ["LAKEFS_TEST_ENDPOINT"],
+            "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": os.environ["LAKEFS_TEST_ACCESS_KEY_ID"],
+            "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": os.environ["LAKEFS_TEST_SECRET_ACCESS_KEY"],
+        }
         return
     with FakeLakeFSServer("AKIAOPTTESTS", "opt-tests-secret") as server:
-        yield {"LAKECTL_SERVER_ENDPOINT_URL": server.endpoint, "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": "AKIAOPTTESTS",
-               "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": "opt-tests-secret"}
+        yield {
+            "LAKECTL_SERVER_ENDPOINT_URL": server.endpoint,
+            "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": "AKIAOPTTESTS",
+            "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": "opt-tests-secret",
+        }
 
 
 @pytest.fixture
@@ -144,8 +158,14 @@ def lakefs_cfg(lakefs_server, tmp_path, monkeypatch):
     monkeypatch.setenv("LAKECTL_CONFIG_FILE", str(tmp_path / "no-lakectl.yaml"))
     name = f"opt-test-{uuid.uuid4().hex[:10]}"
     namespace = os.environ.get("LAKEFS_TEST_STORAGE_NAMESPACE", "local://opt-tests").rstrip("/") + f"/{name}"
-    cfg = load_config(["versioning.backend=lakefs", f"versioning.lakefs.repository={name}",
-                       f"versioning.lakefs.storage_namespace={namespace}", f"paths.root={tmp_path}"])
+    cfg = load_config(
+        [
+            "versioning.backend=lakefs",
+            f"versioning.lakefs.repository={name}",
+            f"versioning.lakefs.storage_namespace={namespace}",
+            f"paths.root={tmp_path}",
+        ]
+    )
     import lakefs
 
     client = lakefs.Client()  # made now: a test may break the settings
@@ -230,8 +250,12 @@ def test_lakefs_cli(lakefs_cfg, lakefs_server):
     root = Path(lakefs_cfg.paths.root)
     write_raw(root, kept=2, seed=5)
     conf = lakefs_cfg.versioning.lakefs
-    args = ["versioning.backend=lakefs", f"versioning.lakefs.repository={conf.repository}",
-            f"versioning.lakefs.storage_namespace={conf.storage_namespace}", f"paths.root={root}"]
+    args = [
+        "versioning.backend=lakefs",
+        f"versioning.lakefs.repository={conf.repository}",
+        f"versioning.lakefs.storage_namespace={conf.storage_namespace}",
+        f"paths.root={root}",
+    ]
     env = {**ENV, **lakefs_server, "LAKECTL_CONFIG_FILE": str(root / "no-lakectl.yaml")}
     opt = [sys.executable, "-m", "opt.cli", "data"]
     sh(*opt, "version", *args, cwd=root, env=env)

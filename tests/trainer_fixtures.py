@@ -1,11 +1,12 @@
 """A tiny pre-training setup in memory, and the worker of the 2-process DDP test."""
+
 from __future__ import annotations
 
 import os
 
 import torch
-
 from model_fixtures import random_batch, tiny_model
+
 from opt.config import load_config
 from opt.model.pretrain import SpecialTokens
 from opt.train.pretrain import PretrainObjective
@@ -40,10 +41,19 @@ def decomposable_objectives():
 
 
 def ddp_worker(rank: int, world: int, port: int, run_dir: str, out: str) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world),
-                       "RANK": str(rank), "LOCAL_RANK": str(rank)})
+    os.environ.update(
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "WORLD_SIZE": str(world),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+        }
+    )
     torch.set_num_threads(1)
-    trainer = Trainer(objective(decomposable_objectives()), in_memory_dataset(), trainer_config(batch_size=6 // world), run_dir)
+    trainer = Trainer(
+        objective(decomposable_objectives()), in_memory_dataset(), trainer_config(batch_size=6 // world), run_dir
+    )
     trainer.accumulate_gradients()
     if rank == 0:
         torch.save(gradients(trainer), out)
@@ -52,7 +62,7 @@ def ddp_worker(rank: int, world: int, port: int, run_dir: str, out: str) -> None
 
 def gradients(trainer: Trainer) -> dict:
     """name -> gradient (zeros where a parameter got none)."""
-    return {n: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().clone()
-            for n, p in trainer.objective.model.named_parameters()}
-
-
+    return {
+        n: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().clone()
+        for n, p in trainer.objective.model.named_parameters()
+    }

@@ -1,4 +1,5 @@
 """OPT: the Omni-Perception Pre-Trainer, with its data pipeline."""
+
 import os
 
 # Telemetry of every tool we use is off in every process that imports us.

@@ -8,6 +8,7 @@ by which the run must beat the same metric's blind baseline (eval.json's task.sp
 "beat" is "lower" for lower_is_better metrics); (3) `loss_curve`: the mean pre-training loss over
 step windows; (4) `runs`: the measured values the tolerances were made from (`write_reference`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,10 +26,22 @@ from opt.tasks.metrics import BLIND, HEADLINE, lower_is_better
 
 DEFAULT_REFERENCE = PROJECT_ROOT / "reference" / "default_run.yaml"
 RESULT_GROUPS = ("data", "prepare", "image_tokenizer", "model", "objectives", "trainer", "task")
-NOT_RESULTS = {"data.workers", "data.executor", "data.task_runner", "prepare.workers", "trainer.checkpoint_every",
-               "trainer.resume", "trainer.threads", "task.name"}  # how a run is executed, not what it computes
-HEADLINE_PATHS = [f"{task}.{split}.{metric}" for split in ("test", "test_compositional")
-                  for task, metrics in HEADLINE.items() for metric in metrics]
+NOT_RESULTS = {
+    "data.workers",
+    "data.executor",
+    "data.task_runner",
+    "prepare.workers",
+    "trainer.checkpoint_every",
+    "trainer.resume",
+    "trainer.threads",
+    "task.name",
+}  # how a run is executed, not what it computes
+HEADLINE_PATHS = [
+    f"{task}.{split}.{metric}"
+    for split in ("test", "test_compositional")
+    for task, metrics in HEADLINE.items()
+    for metric in metrics
+]
 BLIND_MARGIN = 0.02  # a headline metric must beat its blind baseline by this much (absolute): about one
 # standard error of a share on this test split (VQA: sqrt(0.4 * 0.6 / ~800 questions) = 0.017) ...
 WIDER_BLIND_MARGINS = {"mAP": 0.1, "attribute_accuracy": 0.1}  # ... except where an untrained model already
@@ -50,6 +63,7 @@ REFERENCE_HEADER = """\
 class Result:
     """One check: `rule` is equal (got == expected), within (|got - expected| <= tolerance),
     at_least (got >= expected) or at_most (got <= expected)."""
+
     name: str
     expected: object
     got: object
@@ -85,7 +99,7 @@ def result_config(cfg) -> dict:
 
 
 def blind_path(dotted: str) -> str:
-    """"task.split.metric" -> "task.split.blind.metric" (where eval.json keeps the blind baseline)."""
+    """ "task.split.metric" -> "task.split.blind.metric" (where eval.json keeps the blind baseline)."""
     task, split, metric = dotted.split(".", 2)
     return f"{task}.{split}.{BLIND}.{metric}"
 
@@ -113,23 +127,39 @@ def metric_checks(spec: str, expectation: dict, files: dict, metrics_dir: Path) 
         blind = metric_value(files[name], blind_path(dotted)) if files[name] is not None else None
         lower = lower_is_better(dotted)
         bound = None if blind is None else blind - margin if lower else blind + margin
-        out.append(Result(f"{dotted} {'below' if lower else 'above'} blind ({'missing' if blind is None else f'{blind:.4g}'}) "
-                          f"by {margin:g}", bound, got, rule="at_most" if lower else "at_least"))
+        out.append(
+            Result(
+                f"{dotted} {'below' if lower else 'above'} blind ({'missing' if blind is None else f'{blind:.4g}'}) "
+                f"by {margin:g}",
+                bound,
+                got,
+                rule="at_most" if lower else "at_least",
+            )
+        )
     return out
 
 
 def compare(reference: dict, metrics_dir: Path, run_config) -> list[Result]:
     """Every check of `reference` against the run: config keys, metrics (and blind margins), loss windows."""
-    results = [Result(f"config {key}", value, OmegaConf.select(run_config, key, default=None))
-               for key, value in (reference.get("config") or {}).items()]
+    results = [
+        Result(f"config {key}", value, OmegaConf.select(run_config, key, default=None))
+        for key, value in (reference.get("config") or {}).items()
+    ]
     files: dict[str, dict | None] = {}
     for spec, expectation in (reference.get("metrics") or {}).items():
         results += metric_checks(spec, expectation, files, metrics_dir)
     losses = metrics_dir / "pretrain_losses.csv"
     rows = list(csv.DictReader(losses.open())) if losses.exists() else []
     for window, expectation in (reference.get("loss_curve") or {}).items():
-        results.append(Result(f"pre-training loss, steps {window}", expectation["expected"], mean_loss(rows, window),
-                              float(expectation["tolerance"]), "within"))
+        results.append(
+            Result(
+                f"pre-training loss, steps {window}",
+                expectation["expected"],
+                mean_loss(rows, window),
+                float(expectation["tolerance"]),
+                "within",
+            )
+        )
     return results
 
 
@@ -140,7 +170,11 @@ def show(v) -> str:
 def table(results: list[Result]) -> str:
     lines = ["| check | expected | tolerance | got | |", "|---|---:|---:|---:|---|"]
     for r in results:
-        tol = f"±{r.tolerance:g}" if r.rule == "within" else {"at_least": "at least", "at_most": "at most"}.get(r.rule, "")
+        tol = (
+            f"±{r.tolerance:g}"
+            if r.rule == "within"
+            else {"at_least": "at least", "at_most": "at most"}.get(r.rule, "")
+        )
         lines.append(f"| {r.name} | {show(r.expected)} | {tol} | {show(r.got)} | {'ok' if r.ok else 'OUTSIDE'} |")
     return "\n".join(lines)
 
@@ -172,8 +206,10 @@ def measured(root: Path) -> dict:
     results = read_json(root / "metrics" / "eval.json") or {}
     losses = root / "metrics" / "pretrain_losses.csv"
     rows = list(csv.DictReader(losses.open())) if losses.exists() else []
-    return {"metrics": {m: metric_value(results, m) for m in HEADLINE_PATHS},
-            "loss_curve": {w: mean_loss(rows, w) for w in LOSS_WINDOWS}}
+    return {
+        "metrics": {m: metric_value(results, m) for m in HEADLINE_PATHS},
+        "loss_curve": {w: mean_loss(rows, w) for w in LOSS_WINDOWS},
+    }
 
 
 def run_seed(cfg, root: Path) -> int:

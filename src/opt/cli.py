@@ -1,4 +1,5 @@
 """`opt`: one subcommand per pipeline stage, each taking Hydra overrides (`key=value`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub, OVERRIDES_HELP, CONFIG_HELP)
     p = sub.add_parser("check", help="does this run reproduce the reference run within its tolerances? (exit 1: no)")
     p.add_argument("--reference", metavar="FILE", help="reference run (default: reference/default_run.yaml)")
-    p.add_argument("--write-from", nargs="+", metavar="RUN_DIR",
-                   help="instead: write the reference from these finished runs of the config (seeds differ)")
+    p.add_argument(
+        "--write-from",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="instead: write the reference from these finished runs of the config (seeds differ)",
+    )
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP + " (where the run is)")
     p = sub.add_parser("config", help="print (or write) the composed, resolved config")
     p.add_argument("-o", "--output", metavar="FILE", help="write it here (e.g. params.yaml) instead of stdout")

@@ -3,6 +3,7 @@
 `load_config(overrides)` composes `configs/config.yaml` with command-line style overrides
 (`data.n=48`, `paths.root=/tmp/run`) and validates the result against `OPTConfig`.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,7 +43,9 @@ class DataConfig:
     heldout_pairs: int = 6  # colour-shape pairs reserved for test_compositional
     use_stamps: bool = False  # photo stamps from tuxpaint-stamps-default when installed (off: same bytes everywhere)
     stamps_dir: str = "/usr/share/tuxpaint/stamps"
-    voices: list[str] = field(default_factory=lambda: ["en", "en-us", "en-gb-x-rp", "en-us+f3", "en+m3", "en-gb-scotland"])
+    voices: list[str] = field(
+        default_factory=lambda: ["en", "en-us", "en-gb-x-rp", "en-us+f3", "en+m3", "en-gb-scotland"]
+    )
     rate_range: list[int] = field(default_factory=lambda: [140, 200])  # words per minute
     pitch_range: list[int] = field(default_factory=lambda: [30, 70])  # eSpeak pitch 0-100
     noise_probability: float = 0.5
@@ -101,6 +104,7 @@ class PrepareConfig:
 @dataclass
 class ServeLimits:
     """What one request may hold; anything beyond is a 4xx, never a crash."""
+
     max_upload_bytes: int = 10_000_000  # whole request body (checked before it is read)
     max_image_pixels: int = 20_000_000  # image header size; larger is a decompression bomb
     max_text_chars: int = 1000  # prompts, questions, text queries
@@ -112,6 +116,7 @@ class ServeLimits:
 @dataclass
 class ServeBatching:
     """Adaptive batching of every model call of the service (BentoML's CorkDispatcher, in-process)."""
+
     max_batch_size: int = 32  # samples per batch
     max_latency_ms: int = 10_000  # requests that would wait longer are refused (503)
 
@@ -119,6 +124,7 @@ class ServeBatching:
 @dataclass
 class ServeConfig:
     """`opt package` (best model -> BentoML store -> Bento) and the BentoML service."""
+
     metric: str = "retrieval.test.text_to_image/R@1"  # dotted path into metrics/eval.json (task.split.metric)
     metric_mode: str = "max"  # max | min: which value of `metric` is best
     model_name: str = "opt"  # name in the BentoML model store (tag opt:<version>)
@@ -141,6 +147,7 @@ class ServeConfig:
 class LakeFSConfig:
     """The lakeFS repository of `versioning.backend=lakefs`; server and credentials come from the
     usual LAKECTL_* environment variables (or ~/.lakectl.yaml), read by the lakefs SDK itself."""
+
     repository: str = "opt-pipeline"  # created on the first `opt data version` when missing
     branch: str = "main"  # the repository's main branch: one merge commit per data version
     storage_namespace: str = "local://opt-pipeline"  # where a new repository keeps its objects
@@ -149,6 +156,7 @@ class LakeFSConfig:
 @dataclass
 class VersioningConfig:
     """`opt data version|versions|rollback`: versions of the raw data (data/raw, data/sources)."""
+
     backend: str = "dvc"  # dvc (git revisions + DVC cache/remote) | lakefs | none (scratch runs: record nothing)
     push: bool = True  # dvc: push the new version to the default DVC remote when one is configured
     lakefs: LakeFSConfig = field(default_factory=LakeFSConfig)

@@ -1,4 +1,5 @@
 """Small file helpers shared by stages: content hashes, metrics JSON and reading a metric back."""
+
 from __future__ import annotations
 
 import hashlib
@@ -42,7 +43,7 @@ def metric_value(results: dict, dotted: str) -> float | None:
         if not keys:
             return None
         key = max(keys, key=len)
-        node, rest = node[key], rest[len(key) + 1:]
+        node, rest = node[key], rest[len(key) + 1 :]
     return float(node) if isinstance(node, (int, float)) and math.isfinite(node) else None
 
 

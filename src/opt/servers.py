@@ -1,4 +1,5 @@
 """Local server processes (Prefect, BentoML, torchrun rendezvous): a free port, readiness, stop."""
+
 from __future__ import annotations
 
 import os

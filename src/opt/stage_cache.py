@@ -6,6 +6,7 @@ metrics, plots). `cache_key(name, cfg)` hashes the stage's params and the conten
 they are still those bytes, so a deleted or edited output makes the stage run again.
 Paths in dvc.yaml are the default `paths.*`; they are mapped to the run's configured ones.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,11 +45,12 @@ def stage_id(name: str, cfg) -> str:
 
 def resolve(entry: str, cfg) -> Path:
     """A dvc.yaml path for this run: `data/raw` -> `path(cfg, "raw")`, `src/...` -> the code."""
-    defaults = sorted(((f.name, f.default) for f in fields(PathsConfig) if isinstance(f.default, str)),
-                      key=lambda item: -len(item[1]))
+    defaults = sorted(
+        ((f.name, f.default) for f in fields(PathsConfig) if isinstance(f.default, str)), key=lambda item: -len(item[1])
+    )
     for name, default in defaults:
         if entry == default or entry.startswith(default + "/"):
-            return path(cfg, name) / entry[len(default):].lstrip("/")
+            return path(cfg, name) / entry[len(default) :].lstrip("/")
     code = PROJECT_ROOT / entry
     return code if code.exists() else root_dir(cfg) / entry
 
@@ -97,8 +99,11 @@ def cache_key(name: str, cfg) -> str | None:
     if stage is None:
         return None
     inputs = {dep: tree_digest(resolve(dep, cfg)) for dep, _ in _names(stage.get("deps"))}
-    blob = json.dumps({"stage": stage_id(name, cfg), "root": str(root_dir(cfg)), "params": _params(stage, cfg),
-                       "deps": inputs}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {"stage": stage_id(name, cfg), "root": str(root_dir(cfg)), "params": _params(stage, cfg), "deps": inputs},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -1,16 +1,20 @@
 """The pipeline's stages: name -> `stage(cfg) -> result`, shared by CLI, DVC, Prefect and tests."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
-from typing import Callable
 
 # name -> ("module:function", one-line help). Imported lazily so `opt --help` stays fast.
 STAGES: dict[str, tuple[str, str]] = {
     "ingest": ("opt.data.ingest:ingest", "build data/raw from the built-in generator or Localized Narratives"),
     "validate": ("opt.data.validate:validate", "check data/raw with a Great Expectations suite"),
     "prepare": ("opt.data.prepare:prepare", "tokenizer, image tensors and log-mel shards in data/prepared"),
-    "image_tokenizer": ("opt.train.image_tokenizer:image_tokenizer", "train the VQ-VAE image tokenizer, write VQ codes"),
+    "image_tokenizer": (
+        "opt.train.image_tokenizer:image_tokenizer",
+        "train the VQ-VAE image tokenizer, write VQ codes",
+    ),
     "pretrain": ("opt.train.pretrain:pretrain", "pre-train OPT with the configured pretext tasks"),
     "finetune": ("opt.tasks.run:finetune", "fine-tune the pre-trained model on one downstream task (task=NAME)"),
     "evaluate": ("opt.tasks.run:evaluate", "evaluate every downstream task on test and test_compositional"),

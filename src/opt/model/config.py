@@ -2,6 +2,7 @@
 
 Per-tower sizes live in `ModelConfig`; `configs/model/{tiny,small,base}.yaml` set them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class VQConfig:
 @dataclass
 class ObjectivesConfig:
     """Each pretext task has a weight; 0 switches it off."""
+
     mlm: float = 1.0  # masked language modelling (15%, 80/10/10)
     mvm: float = 1.0  # masked vision modelling: VQ code of masked patches + their pixels
     mam: float = 1.0  # masked audio modelling: regress masked mel patches + contrast among them
@@ -61,6 +63,7 @@ class ObjectivesConfig:
 @dataclass
 class TaskConfig:
     """Fine-tuning budget of one downstream task (`configs/task/<name>.yaml`)."""
+
     name: str = "retrieval"  # retrieval | classification | vqa | captioning | speech_recognition | text_to_image
     steps: int = 50
     step_factors: dict[str, int] = field(default_factory=lambda: {"text_to_image": 6})  # task -> multiple of steps

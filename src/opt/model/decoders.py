@@ -2,6 +2,7 @@
 
 The text decoder emits caption tokens; the image decoder emits the VQ codes of an image grid.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,9 +33,18 @@ class Decoder(nn.Module):
         return self.head(self.stack(x, causal=True, context=context, context_mask=key_mask(context_valid)))
 
     @torch.no_grad()
-    def generate(self, context: Tensor, context_valid: Tensor, steps: int | None = None, use_cache: bool = True,
-                 temperature: float = 0.0, top_k: int = 0, generator: Generators = None,
-                 null_context: tuple[Tensor, Tensor] | None = None, guidance: float = 1.0) -> Tensor:
+    def generate(
+        self,
+        context: Tensor,
+        context_valid: Tensor,
+        steps: int | None = None,
+        use_cache: bool = True,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        generator: Generators = None,
+        null_context: tuple[Tensor, Tensor] | None = None,
+        guidance: float = 1.0,
+    ) -> Tensor:
         """Greedy (temperature 0) or sampled decoding -> symbols (B, steps).
 
         Classifier-free guidance: with `null_context` (tokens and valid shaped like the context) the
@@ -51,7 +61,7 @@ class Decoder(nn.Module):
         for t in range(steps):
             inputs = out[:, -1:] if use_cache else out  # (B,1) with a cache, else the whole prefix
             inputs = inputs.repeat(2, 1) if guided else inputs
-            x = self.embed(inputs) + self.pos[:, t + 1 - inputs.shape[1]: t + 1]
+            x = self.embed(inputs) + self.pos[:, t + 1 - inputs.shape[1] : t + 1]
             logits = self.head(self.stack(x, causal=True, context=context, context_mask=cmask, cache=cache))[:, -1]
             if guided:
                 conditional, null = logits.float().chunk(2)
@@ -72,5 +82,7 @@ def sample(logits: Tensor, temperature: float, top_k: int = 0, generator: Genera
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     if isinstance(generator, (list, tuple)):
-        return torch.cat([torch.multinomial(p[None], 1, generator=g)[:, 0] for p, g in zip(probs, generator, strict=True)])
+        return torch.cat(
+            [torch.multinomial(p[None], 1, generator=g)[:, 0] for p, g in zip(probs, generator, strict=True)]
+        )
     return torch.multinomial(probs, 1, generator=generator)[:, 0]

@@ -4,6 +4,7 @@ Text: token ids (B,L). Image: pixels (B,3,H,W) cut into ViT patches. Audio: log-
 (B,M,F) cut into patches of `audio_patch_frames` frames spanning all M mel bins.
 Masked positions (MLM/MVM/MAM) are replaced by a learned mask embedding before the encoder.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

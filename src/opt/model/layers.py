@@ -2,6 +2,7 @@
 
 Shapes: B batch, T query tokens, S key tokens, D width, H heads.
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,8 +43,14 @@ class Attention(nn.Module):
         b, t, d = x.shape
         return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)
 
-    def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None,
-                causal: bool = False, cache: dict | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        cache: dict | None = None,
+    ) -> Tensor:
         q = self.split(self.q(x))  # (B,H,T,Dh)
         if cache is not None and context is not None and "k" in cache:
             k, v = cache["k"], cache["v"]  # cross-attention: the context never changes
@@ -79,8 +86,15 @@ class Block(nn.Module):
         self.norm_cross = nn.LayerNorm(dim) if cross else None
         self.norm2, self.mlp = nn.LayerNorm(dim), MLP(dim, mlp_ratio, dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool = False, context: Tensor | None = None,
-                context_mask: Tensor | None = None, cache: dict | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+        cache: dict | None = None,
+    ) -> Tensor:
         self_cache = cache.setdefault("self", {}) if cache is not None else None
         x = x + self.attn(self.norm1(x), mask=mask, causal=causal, cache=self_cache)
         if self.cross is not None:
@@ -97,8 +111,15 @@ class Stack(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout, cross) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool = False, context: Tensor | None = None,
-                context_mask: Tensor | None = None, cache: list | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+        cache: list | None = None,
+    ) -> Tensor:
         for i, block in enumerate(self.blocks):
             x = block(x, mask, causal, context, context_mask, None if cache is None else cache[i])
         return self.norm(x)

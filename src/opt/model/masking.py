@@ -3,6 +3,7 @@
 Token level: BERT-style text masking, random patch masks. Modality level: whole-modality
 dropping. Sample level: OPT's five tri-modal matching cases.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ def choose_positions(valid: Tensor, ratio: float, draw: Draw) -> Tensor:
     return (rank < k) & valid
 
 
-def mask_text(tokens: Tensor, count: Tensor, ratio: float, mask_id: int, vocab_size: int, n_special: int,
-              draw: Draw) -> tuple[Tensor, Tensor]:
+def mask_text(
+    tokens: Tensor, count: Tensor, ratio: float, mask_id: int, vocab_size: int, n_special: int, draw: Draw
+) -> tuple[Tensor, Tensor]:
     """BERT masking of real, non-special tokens: of the chosen ones 80% -> [MASK], 10% -> a random
     token, 10% unchanged. tokens (B,L) -> (inputs (B,L), labels (B,L) with IGNORE where unchosen)."""
     positions = torch.arange(tokens.shape[1], device=tokens.device)[None, :]
@@ -76,8 +78,9 @@ def drop_modalities(batch_size: int, probabilities: dict, draw: Draw, device: to
     return {m: present[:, i] for i, m in enumerate(names)}
 
 
-def matching_cases(batch_size: int, draw: Draw, cases: int = 5,
-                   device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
+def matching_cases(
+    batch_size: int, draw: Draw, cases: int = 5, device: torch.device | str = "cpu"
+) -> tuple[Tensor, Tensor, Tensor]:
     """Draw one of OPT's matching cases per sample and the sources of its image and audio.
 
     0 all matched; 1 image from another sample; 2 audio from another sample; 3 image and audio

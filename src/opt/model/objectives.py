@@ -5,6 +5,7 @@ contrast among them), text/image denoising through the decoders. Modality level:
 modalities dropped (masking.drop_modalities). Sample level: tri-modal matching, contrastive.
 Losses are computed only on masked positions (MAE) and only for samples whose modality is present.
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,11 +45,12 @@ def mvm_loss(model, image_tokens: Tensor, images: Tensor, codes: Tensor, masked:
     code_labels = torch.where(masked, codes, torch.full_like(codes, IGNORE))
     target = patchify(images * 2 - 1, model.cfg.patch_size)  # (B,N,3p²)
     pixels = F.mse_loss(model.heads["mvm_pixels"](x)[masked].float(), target[masked].float())
-    return {"mvm_code_loss": masked_cross_entropy(model.heads["mvm_code"](x), code_labels),
-            "mvm_pixel_loss": pixels}
+    return {"mvm_code_loss": masked_cross_entropy(model.heads["mvm_code"](x), code_labels), "mvm_pixel_loss": pixels}
 
 
-def mam_loss(model, audio_tokens: Tensor, mel: Tensor, frames: Tensor, masked: Tensor, logit_scale: float = 10.0) -> dict:
+def mam_loss(
+    model, audio_tokens: Tensor, mel: Tensor, frames: Tensor, masked: Tensor, logit_scale: float = 10.0
+) -> dict:
     """Fused audio tokens (B,1+P,D), mel (B,M,F), masked (B,P): regress masked mel patches, and
     pick each masked patch's true content among all masked patches of the batch (InfoNCE)."""
     target, _ = mel_patches(mel, frames, model.cfg.audio_patch_frames, model.cfg.max_audio_patches)
@@ -60,7 +62,9 @@ def mam_loss(model, audio_tokens: Tensor, mel: Tensor, frames: Tensor, masked: T
     return {"mam_regression_loss": regression, "mam_contrastive_loss": contrast}
 
 
-def decoder_loss(decoder, targets: Tensor, context: Tensor, context_valid: Tensor, ignore: Tensor | None = None) -> Tensor:
+def decoder_loss(
+    decoder, targets: Tensor, context: Tensor, context_valid: Tensor, ignore: Tensor | None = None
+) -> Tensor:
     """Teacher-forced CE of a decoder; positions where `ignore` (B,T) is True carry no loss."""
     logits = decoder(targets, context, context_valid)
     labels = targets if ignore is None else targets.masked_fill(ignore, IGNORE)

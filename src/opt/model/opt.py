@@ -4,6 +4,7 @@
 A batch is a dict of tensors: tokens (B,L) int, token_count (B,), image (B,3,H,W) in [0,1],
 mel (B,M,F) log-mel, mel_frames (B,), and for image generation codes (B,G) VQ codes.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,6 +33,7 @@ class Fused:
 @dataclass
 class Dims:
     """Sizes the model takes from the prepared data and the VQ tokenizer."""
+
     vocab_size: int
     image_size: int
     n_mels: int
@@ -43,23 +45,27 @@ class OPT(nn.Module):
         super().__init__()
         self.cfg, self.dims = cfg, dims
         d, grid = cfg.dim, dims.image_size // cfg.patch_size
-        self.encoders = nn.ModuleDict({
-            Modality.TEXT: TextEncoder(cfg, dims.vocab_size),
-            Modality.IMAGE: ImageEncoder(cfg, dims.image_size),
-            Modality.AUDIO: AudioEncoder(cfg, dims.n_mels),
-        })
+        self.encoders = nn.ModuleDict(
+            {
+                Modality.TEXT: TextEncoder(cfg, dims.vocab_size),
+                Modality.IMAGE: ImageEncoder(cfg, dims.image_size),
+                Modality.AUDIO: AudioEncoder(cfg, dims.n_mels),
+            }
+        )
         self.type_embed = nn.Embedding(len(MODALITIES), d)
         self.fused_cls = nn.Parameter(torch.zeros(1, 1, d))
         self.fusion = Stack(cfg.fusion_layers, d, cfg.heads, cfg.mlp_ratio, cfg.dropout)
         self.text_decoder = Decoder(cfg, dims.vocab_size, cfg.max_text_tokens, cfg.text_decoder_layers)
         self.image_decoder = Decoder(cfg, dims.codebook_size, grid * grid, cfg.image_decoder_layers)
-        self.heads = nn.ModuleDict({
-            "mlm": nn.Linear(d, dims.vocab_size),
-            "mvm_code": nn.Linear(d, dims.codebook_size),
-            "mvm_pixels": nn.Linear(d, 3 * cfg.patch_size**2),
-            "mam": nn.Linear(d, dims.n_mels * cfg.audio_patch_frames),
-            "matching": nn.Linear(d, MATCHING_CASES),
-        })
+        self.heads = nn.ModuleDict(
+            {
+                "mlm": nn.Linear(d, dims.vocab_size),
+                "mvm_code": nn.Linear(d, dims.codebook_size),
+                "mvm_pixels": nn.Linear(d, 3 * cfg.patch_size**2),
+                "mam": nn.Linear(d, dims.n_mels * cfg.audio_patch_frames),
+                "matching": nn.Linear(d, MATCHING_CASES),
+            }
+        )
         self.project = nn.ModuleDict({m: nn.Linear(d, d) for m in MODALITIES})
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.apply(init_weights)

@@ -4,6 +4,7 @@
 `*_loss` plus `loss` (their weighted sum). `batch` holds tokens, token_count, image, mel,
 mel_frames and codes (B,N) from the VQ image tokenizer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,14 +38,16 @@ def modalities_of(objectives) -> tuple:
 
 def mask_batch(model, batch: dict, o, special: SpecialTokens, g: masking.Draw) -> tuple[dict, dict, Tensor]:
     """Masked copy of the batch, modality -> (B,N) masked patches, and MLM labels (B,L)."""
-    tokens, labels = masking.mask_text(batch["tokens"], batch["token_count"], o.text_mask_ratio, special.mask,
-                                       model.dims.vocab_size, special.count, g)
+    tokens, labels = masking.mask_text(
+        batch["tokens"], batch["token_count"], o.text_mask_ratio, special.mask, model.dims.vocab_size, special.count, g
+    )
     grid = (model.dims.image_size // model.cfg.patch_size) ** 2
     image_valid = torch.ones(tokens.shape[0], grid, dtype=torch.bool, device=tokens.device)
     masks = {IMAGE: masking.mask_patches(image_valid, o.image_mask_ratio, g)}
     if o.use_audio:
-        _, audio_valid = mel_patches(batch["mel"], batch["mel_frames"], model.cfg.audio_patch_frames,
-                                     model.cfg.max_audio_patches)
+        _, audio_valid = mel_patches(
+            batch["mel"], batch["mel_frames"], model.cfg.audio_patch_frames, model.cfg.max_audio_patches
+        )
         masks[AUDIO] = masking.mask_patches(audio_valid, o.audio_mask_ratio, g)
     pf, max_patches = model.cfg.audio_patch_frames, model.cfg.max_audio_patches
     trimmed = trim_to_content({**batch, "tokens": tokens}, pf, max_patches)
@@ -58,16 +61,31 @@ def token_level(model, fused, batch, masks, labels, present, o) -> dict:
     """MLM, MVM, MAM on the fused tokens, for samples whose modality is present."""
     losses = {}
     if o.mlm:
-        losses["mlm_loss"] = obj.mlm_loss(model, fused.tokens[:, fused.spans[TEXT]],
-                                          labels.masked_fill(~present[TEXT][:, None], IGNORE))
+        losses["mlm_loss"] = obj.mlm_loss(
+            model, fused.tokens[:, fused.spans[TEXT]], labels.masked_fill(~present[TEXT][:, None], IGNORE)
+        )
     if o.mvm and present[IMAGE].any():
         keep = present[IMAGE]
-        losses.update(obj.mvm_loss(model, fused.tokens[keep][:, fused.spans[IMAGE]], batch["image"][keep],
-                                   batch["codes"][keep], masks[IMAGE][keep]))
+        losses.update(
+            obj.mvm_loss(
+                model,
+                fused.tokens[keep][:, fused.spans[IMAGE]],
+                batch["image"][keep],
+                batch["codes"][keep],
+                masks[IMAGE][keep],
+            )
+        )
     if o.mam and o.use_audio and present[AUDIO].any():
         keep = present[AUDIO]
-        losses.update(obj.mam_loss(model, fused.tokens[keep][:, fused.spans[AUDIO]], batch["mel"][keep],
-                                   batch["mel_frames"][keep], masks[AUDIO][keep]))
+        losses.update(
+            obj.mam_loss(
+                model,
+                fused.tokens[keep][:, fused.spans[AUDIO]],
+                batch["mel"][keep],
+                batch["mel_frames"][keep],
+                masks[AUDIO][keep],
+            )
+        )
     return losses
 
 
@@ -76,7 +94,9 @@ def denoising(model, fused, batch, o) -> dict:
     losses = {}
     if o.text_denoise:
         pad = batch["tokens"] == 0
-        losses["text_denoise_loss"] = obj.decoder_loss(model.text_decoder, batch["tokens"], fused.tokens, fused.valid, pad)
+        losses["text_denoise_loss"] = obj.decoder_loss(
+            model.text_decoder, batch["tokens"], fused.tokens, fused.valid, pad
+        )
     if o.image_denoise:
         losses["image_denoise_loss"] = obj.decoder_loss(model.image_decoder, batch["codes"], fused.tokens, fused.valid)
     return losses
@@ -88,7 +108,9 @@ def sample_level(model, encoded: dict, o, g: masking.Draw) -> dict:
     if o.contrastive:
         emb = {m: model.embed(e, m) for m, e in encoded.items()}
         pairs = [(TEXT, IMAGE), (TEXT, AUDIO), (IMAGE, AUDIO)] if o.use_audio else [(TEXT, IMAGE)]
-        losses["contrastive_loss"] = sum(obj.contrastive_loss(emb[a], emb[b], model.logit_scale) for a, b in pairs) / len(pairs)
+        losses["contrastive_loss"] = sum(
+            obj.contrastive_loss(emb[a], emb[b], model.logit_scale) for a, b in pairs
+        ) / len(pairs)
     if o.matching:
         b = encoded[TEXT].tokens.shape[0]
         cases, image_src, audio_src = masking.matching_cases(b, g, 5 if o.use_audio else 2, encoded[TEXT].tokens.device)
@@ -114,9 +136,19 @@ def pretext_losses(model, batch: dict, o, special: SpecialTokens, g: masking.Dra
     drop = {TEXT: o.drop_text, IMAGE: o.drop_image, AUDIO: o.drop_audio}
     present = masking.drop_modalities(b, {m: drop[m] for m in modalities}, g, device)
     fused = model.fuse(encoded, present)
-    losses = {**token_level(model, fused, batch, masks, labels, present, o), **denoising(model, fused, batch, o),
-              **sample_level(model, encoded, o, g)}
-    weights = {"mlm": o.mlm, "mvm": o.mvm, "mam": o.mam, "text": o.text_denoise, "image": o.image_denoise,
-               "contrastive": o.contrastive, "matching": o.matching}
+    losses = {
+        **token_level(model, fused, batch, masks, labels, present, o),
+        **denoising(model, fused, batch, o),
+        **sample_level(model, encoded, o, g),
+    }
+    weights = {
+        "mlm": o.mlm,
+        "mvm": o.mvm,
+        "mam": o.mam,
+        "text": o.text_denoise,
+        "image": o.image_denoise,
+        "contrastive": o.contrastive,
+        "matching": o.matching,
+    }
     losses = {k: v for k, v in losses.items() if weights[k.split("_")[0]] > 0}
     return {**losses, "loss": weighted_total(losses, weights)}

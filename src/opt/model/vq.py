@@ -3,6 +3,7 @@
 The image decoder of OPT generates these codes; `decode_codes` renders them back to pixels.
 The grid matches the ViT patch grid (one code per patch), so MVM can predict a patch's code.
 """
+
 from __future__ import annotations
 
 import math
@@ -77,8 +78,16 @@ def conv_stack(channels: list[int], transpose: bool) -> nn.Sequential:
 
 
 class VQVAE(nn.Module):
-    def __init__(self, image_size: int, patch_size: int, codebook_size: int, code_dim: int, hidden: int,
-                 commitment: float = 0.25, decay: float = 0.99):
+    def __init__(
+        self,
+        image_size: int,
+        patch_size: int,
+        codebook_size: int,
+        code_dim: int,
+        hidden: int,
+        commitment: float = 0.25,
+        decay: float = 0.99,
+    ):
         super().__init__()
         downs = int(math.log2(patch_size))
         if 2**downs != patch_size:
@@ -102,8 +111,13 @@ class VQVAE(nn.Module):
         recon = self.render(q)
         rec = F.mse_loss(recon, images)
         commit = F.mse_loss(z, q.detach())
-        return {"reconstruction": recon, "codes": codes, "reconstruction_loss": rec, "commitment_loss": commit,
-                "loss": rec + self.commitment * commit}
+        return {
+            "reconstruction": recon,
+            "codes": codes,
+            "reconstruction_loss": rec,
+            "commitment_loss": commit,
+            "loss": rec + self.commitment * commit,
+        }
 
     def render(self, quantised: Tensor) -> Tensor:
         return (self.decoder(quantised) + 1) / 2  # (B,3,H,W), roughly [0,1]

@@ -8,6 +8,7 @@ BentoML's adaptive batching dispatcher used in-process (`adaptive_batcher`).
 - `FileSchema` (the metadata of a Path input) is unhashable, so an optional file input
   (Optional[Path]: typing hashes Union members) cannot be declared: hashed by its fields.
 """
+
 from __future__ import annotations
 
 from http import HTTPStatus
@@ -24,8 +25,9 @@ def harden_multipart() -> None:
     async def ensure_file(obj):
         if isinstance(obj, UploadFile):
             return obj
-        raise BentoMLException("file fields must be uploaded files (URLs are not fetched)",
-                               error_code=HTTPStatus.BAD_REQUEST)
+        raise BentoMLException(
+            "file fields must be uploaded files (URLs are not fetched)", error_code=HTTPStatus.BAD_REQUEST
+        )
 
     parse = MultipartSerde.parse_request
 
@@ -73,8 +75,10 @@ def adaptive_batcher(function, max_batch_size: int, max_latency_ms: int, executo
     from bentoml.exceptions import ServiceUnavailable
 
     if int(max_batch_size) < 1 or int(max_latency_ms) < 1:
-        raise ValueError(f"adaptive batching needs max_batch_size >= 1 and max_latency_ms >= 1, "
-                         f"got {max_batch_size} and {max_latency_ms}")
+        raise ValueError(
+            f"adaptive batching needs max_batch_size >= 1 and max_latency_ms >= 1, "
+            f"got {max_batch_size} and {max_latency_ms}"
+        )
 
     def overloaded():
         raise ServiceUnavailable("the model is overloaded: the request waited too long for a batch")
@@ -82,8 +86,12 @@ def adaptive_batcher(function, max_batch_size: int, max_latency_ms: int, executo
     async def run(items):
         return list(await asyncio.get_running_loop().run_in_executor(executor, function, list(items)))
 
-    dispatched = CorkDispatcher(max_latency_in_ms=int(max_latency_ms), max_batch_size=int(max_batch_size),
-                                fallback=overloaded, get_batch_size=lambda item: 1)(run)
+    dispatched = CorkDispatcher(
+        max_latency_in_ms=int(max_latency_ms),
+        max_batch_size=int(max_batch_size),
+        fallback=overloaded,
+        get_batch_size=lambda item: 1,
+    )(run)
 
     async def call(item):
         try:

@@ -14,6 +14,7 @@ The bundle mirrors a run root, so the library's own loaders read it unchanged
 Vocabularies that tasks derive from the train split (classification labels, VQA answers) are
 computed here, so the bundle never carries the train split.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,10 @@ def train_vocabularies(cfg) -> dict:
 
     records = training_split(cfg, "train", with_codes=False).records()
     scene = scene_vocab(records)
-    return {"classification": sorted({lb for r in records for lb in record_labels(r)}),
-            "vqa": {"scene": scene, "answers": answer_vocab(records, scene)}}
+    return {
+        "classification": sorted({lb for r in records for lb in record_labels(r)}),
+        "vqa": {"scene": scene, "answers": answer_vocab(records, scene)},
+    }
 
 
 def copy_models(models: Path, out: Path) -> list[str]:
@@ -108,8 +111,13 @@ def write_bundle(cfg, candidate: Candidate, out: Path) -> dict:
     (out / CONFIG_FILE).write_text(to_yaml(bundled_config(cfg)))
     (out / "metrics").mkdir()
     shutil.copy2(candidate.metrics, out / "metrics" / "eval.json")
-    info = {"format_version": FORMAT_VERSION, "candidate": candidate.name, "finetuned": tuned,
-            "gallery": {"split": split, "items": items}, "vocab": train_vocabularies(cfg)}
+    info = {
+        "format_version": FORMAT_VERSION,
+        "candidate": candidate.name,
+        "finetuned": tuned,
+        "gallery": {"split": split, "items": items},
+        "vocab": train_vocabularies(cfg),
+    }
     (out / BUNDLE_FILE).write_text(json.dumps(info, indent=1) + "\n")
     return info
 

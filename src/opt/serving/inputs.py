@@ -8,6 +8,7 @@ resample_poly) -> normalised log-mel (M,F) with the train statistics. Text: a no
 under the configured length. Decoding reuses `opt.data.media` and `opt.data.mel`.
 `BodySizeLimit` refuses oversized request bodies (413) before they are read.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,7 @@ class Limits:
     max_top_k: int
 
     @classmethod
-    def from_config(cls, limits) -> "Limits":
+    def from_config(cls, limits) -> Limits:
         return cls(**{k: getattr(limits, k) for k in cls.__dataclass_fields__})
 
 
@@ -58,8 +59,10 @@ def check_file(file: Path | None, what: str, limits: Limits) -> Path:
     if size == 0:
         raise BadInput(f"empty {what} file")
     if size > limits.max_upload_bytes:
-        raise BadInput(f"{what} file of {size} bytes exceeds max_upload_bytes={limits.max_upload_bytes}",
-                       HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        raise BadInput(
+            f"{what} file of {size} bytes exceeds max_upload_bytes={limits.max_upload_bytes}",
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        )
     return Path(file)
 
 
@@ -166,8 +169,13 @@ class BodySizeLimit:
 
     async def refuse(self, send, size: str) -> None:
         body = json.dumps({"error": f"request body of {size} bytes exceeds max_upload_bytes={self.max_bytes}"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -177,8 +185,9 @@ def query_kind(text, audio, image) -> str:
     if given == ["text", "audio"]:
         return "text_audio"
     if len(given) != 1:
-        raise BadInput("give exactly one of text, audio or image (or text with audio); got "
-                       + (", ".join(given) or "none"))
+        raise BadInput(
+            "give exactly one of text, audio or image (or text with audio); got " + (", ".join(given) or "none")
+        )
     return given[0]
 
 

@@ -1,4 +1,5 @@
 """What the service answers: response models and the small functions that fill them."""
+
 from __future__ import annotations
 
 import io
@@ -91,5 +92,6 @@ def retrieved(gallery: dict, kind: str, vector, target: str | None, k: int, limi
 def classified(labels: list[str], probs, threshold: float) -> Classified:
     """Labels sorted by probability, and those at or above `threshold`."""
     ranked = sorted(zip(labels, (float(p) for p in np.asarray(probs).reshape(-1))), key=lambda lp: -lp[1])
-    return Classified(predicted=[lb for lb, p in ranked if p >= threshold],
-                      labels=[Label(label=lb, score=p) for lb, p in ranked])
+    return Classified(
+        predicted=[lb for lb, p in ranked if p >= threshold], labels=[Label(label=lb, score=p) for lb, p in ranked]
+    )

@@ -8,6 +8,7 @@ revision and resolved config. Then a Bento is built from the project's bentofile
 metrics/package.json records the tags and the metric for DVC. The store is BENTOML_HOME
 (`serve.bentoml_home`, else $BENTOML_HOME, else ~/bentoml), never inside the project.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
+
 from opt.config import PROJECT_ROOT, path, root_dir, to_yaml
 from opt.data.dataset import read_params
 from opt.files import metric_value, non_finite_numbers, write_metrics
@@ -37,7 +39,9 @@ def unservable(candidate: Candidate, results: dict) -> list[str]:
     from opt.train.checkpoint import non_finite
 
     problems = [f"metric {m} is not finite" for m in non_finite_numbers(results)]
-    for file in sorted(candidate.models.glob("pretrain/*.safetensors")) + sorted(candidate.models.glob("finetune/*/*.safetensors")):
+    for file in sorted(candidate.models.glob("pretrain/*.safetensors")) + sorted(
+        candidate.models.glob("finetune/*/*.safetensors")
+    ):
         bad = non_finite(load_file(str(file)))
         problems += [f"{file.relative_to(candidate.models)}: {len(bad)} non-finite tensors ({bad[0]})"] if bad else []
     return problems
@@ -85,8 +89,11 @@ def data_version(cfg) -> str:
 
 def git_revision(root: Path) -> str | None:
     """HEAD of the git repository holding `root` (suffix "-dirty" with local changes), or None."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     try:
         head = git("rev-parse", "HEAD")
@@ -97,7 +104,9 @@ def git_revision(root: Path) -> str | None:
 
 def bentoml_home(cfg) -> Path:
     """The BentoML store folder; refused inside the project (it would be versioned and copied)."""
-    home = Path(cfg.serve.bentoml_home or os.environ.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser().resolve()
+    home = (
+        Path(cfg.serve.bentoml_home or os.environ.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser().resolve()
+    )
     if home == root_dir(cfg) or root_dir(cfg) in home.parents:
         raise ValueError(f"BentoML home {home} lies inside the project {root_dir(cfg)}: set serve.bentoml_home")
     os.environ["BENTOML_HOME"] = str(home)  # read by bentoml when first used in this process
@@ -117,8 +126,12 @@ def import_model(cfg, best: Candidate, metadata: dict):
     """A new model in the store holding the bundle of `best`; returns the bentoml Model."""
     import bentoml
 
-    with bentoml.models.create(str(cfg.serve.model_name), module="opt.serving", metadata=metadata,
-                               labels={"candidate": best.name.replace("/", "-")}) as model:
+    with bentoml.models.create(
+        str(cfg.serve.model_name),
+        module="opt.serving",
+        metadata=metadata,
+        labels={"candidate": best.name.replace("/", "-")},
+    ) as model:
         write_bundle(cfg, best, Path(model.path))
     return model
 
@@ -136,8 +149,9 @@ def build_bento(cfg, spec: Path, model_tag: str) -> str:
     the src/ folder beside `spec`, so the Bento carries the `opt` package at its top level."""
     import bentoml
 
-    bento = bentoml.bentos.build_bentofile(str(spec), build_ctx=str(spec.parent / "src"), name=str(cfg.serve.bento_name),
-                                           args={"model": model_tag})
+    bento = bentoml.bentos.build_bentofile(
+        str(spec), build_ctx=str(spec.parent / "src"), name=str(cfg.serve.bento_name), args={"model": model_tag}
+    )
     return str(bento.tag)
 
 
@@ -147,14 +161,25 @@ def package(cfg) -> dict:
     spec = bentofile(cfg) if cfg.serve.build_bento else None
     scored = finite_candidates(cfg)
     best, value = select_best(scored, str(cfg.serve.metric), str(cfg.serve.metric_mode))
-    metadata = {"metric": str(cfg.serve.metric), "metric_value": value, "candidate": best.name,
-                "metrics": without_none(next(results for c, results in scored if c is best)),
-                "data_version": data_version(cfg), "git_revision": git_revision(root_dir(cfg)) or "none",
-                "config": to_yaml(cfg)}  # resolved; YAML text because BentoML metadata holds no None
+    metadata = {
+        "metric": str(cfg.serve.metric),
+        "metric_value": value,
+        "candidate": best.name,
+        "metrics": without_none(next(results for c, results in scored if c is best)),
+        "data_version": data_version(cfg),
+        "git_revision": git_revision(root_dir(cfg)) or "none",
+        "config": to_yaml(cfg),
+    }  # resolved; YAML text because BentoML metadata holds no None
     model = import_model(cfg, best, metadata)
     bento = build_bento(cfg, spec, str(model.tag)) if spec else None
-    result = {"model": str(model.tag), "bento": bento, "candidate": best.name, "metric": str(cfg.serve.metric),
-              "metric_value": value, "candidates": len(scored)}
+    result = {
+        "model": str(model.tag),
+        "bento": bento,
+        "candidate": best.name,
+        "metric": str(cfg.serve.metric),
+        "metric_value": value,
+        "candidates": len(scored),
+    }
     write_metrics(cfg, "package", result)
     print(f"package: {best.name} ({cfg.serve.metric} = {value:.4f}) -> model {model.tag}, bento {bento} in {home}")
     return result

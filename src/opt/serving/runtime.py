@@ -6,6 +6,7 @@ float in [0,1], log-mel (M,F) normalised with the train statistics, texts as str
 runs on its own fine-tuned weights (the pre-trained model with fresh heads where a task was
 not fine-tuned). Retrieval searches a gallery embedded once at start-up.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -55,7 +56,11 @@ class Runtime:
         if name == "classification":
             task.vocab = list(vocab["classification"])
         if name == "vqa":
-            task.scene, task.answers, task._tokenizer = vocab["vqa"]["scene"], list(vocab["vqa"]["answers"]), self.tokenizer
+            task.scene, task.answers, task._tokenizer = (
+                vocab["vqa"]["scene"],
+                list(vocab["vqa"]["answers"]),
+                self.tokenizer,
+            )
         return task
 
     def build_gallery(self) -> tuple[list[dict], dict[str, torch.Tensor]]:
@@ -63,8 +68,10 @@ class Runtime:
         data = training_split(self.cfg, self.info["gallery"]["split"], with_codes=False)
         model = self.models["retrieval"]
         emb = Retrieval().split_embeddings(model.opt, model.heads, data, self.device)
-        items = [{"index": i, "image_id": r.get("image_id"), "caption": r.get("caption")}
-                 for i, r in enumerate(data.records())]
+        items = [
+            {"index": i, "image_id": r.get("image_id"), "caption": r.get("caption")}
+            for i, r in enumerate(data.records())
+        ]
         return items, {m.value: emb[m] for m in Modality}
 
     # ---- batches -------------------------------------------------------------------------
@@ -109,8 +116,14 @@ class Runtime:
         longest, so one (prompt, seed) gives one image in any batch (exactly so on CPU with one
         intra-op thread, serve.torch_threads: 1; more threads may round differently by batch size)."""
         generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
-        images = images_from_text(self.models["text_to_image"].opt, self.vq, self.text_batch(prompts, trim=False),
-                                  ImageSampling.from_config(self.cfg.task), generators, trim=False)
+        images = images_from_text(
+            self.models["text_to_image"].opt,
+            self.vq,
+            self.text_batch(prompts, trim=False),
+            ImageSampling.from_config(self.cfg.task),
+            generators,
+            trim=False,
+        )
         return np.stack([to_uint8(im) for im in images])
 
     @torch.no_grad()
@@ -141,8 +154,9 @@ class Runtime:
         task, task_model = self.tasks["vqa"], self.models["vqa"]
         images = self.image_batch(np.stack([np.asarray(im) for im, _ in pairs]))
         questions = [Question("", q, "") for _, q in pairs]
-        logits = task.answer_logits(task_model.opt, task_model.heads, images, questions, list(range(len(pairs))),
-                                    self.device)
+        logits = task.answer_logits(
+            task_model.opt, task_model.heads, images, questions, list(range(len(pairs))), self.device
+        )
         probs = torch.softmax(logits, dim=-1)
         best = probs.max(dim=-1)
         return [{"answer": task.answers[int(k)], "score": float(p)} for p, k in zip(best.values, best.indices)]
@@ -153,8 +167,10 @@ def search(gallery: dict, items: list[dict], queries: np.ndarray, target: str, k
     keys = gallery[target]
     scores = torch.as_tensor(np.asarray(queries), dtype=torch.float32) @ keys.t()  # (B,N)
     top = scores.topk(min(int(k), keys.shape[0]), dim=-1)
-    return [[{**items[int(j)], "score": float(s)} for s, j in zip(values, indices)]
-            for values, indices in zip(top.values, top.indices)]
+    return [
+        [{**items[int(j)], "score": float(s)} for s, j in zip(values, indices)]
+        for values, indices in zip(top.values, top.indices)
+    ]
 
 
 # query kind -> the gallery modality searched when the request names none

@@ -11,6 +11,7 @@ built by `opt package` pins its own).
     bentoml serve opt.serving.service:OPTService      # from the project
     bentoml serve opt_service:latest                   # the Bento
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,7 +20,7 @@ import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import bentoml
 import numpy as np
@@ -59,8 +60,11 @@ patch_bentoml()
 Target = Literal["image", "text", "audio"]
 
 
-@bentoml.service(workers=int(SERVE.workers), http={"host": str(SERVE.host), "port": int(SERVE.port)},
-                  traffic={"timeout": int(SERVE.timeout)})
+@bentoml.service(
+    workers=int(SERVE.workers),
+    http={"host": str(SERVE.host), "port": int(SERVE.port)},
+    traffic={"timeout": int(SERVE.timeout)},
+)
 class OPTService:
     """OPT over HTTP: caption, transcribe, generate_image, retrieve, classify, vqa, embed, health."""
 
@@ -91,9 +95,10 @@ class OPTService:
         }
         # one model batch at a time per process (as a batchable BentoML API runs); decoding keeps its own threads
         self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="opt-model")
-        self.batched = {name: adaptive_batcher(fn, SERVE.batching.max_batch_size, SERVE.batching.max_latency_ms,
-                                               self.model_thread)
-                        for name, fn in batches.items()}
+        self.batched = {
+            name: adaptive_batcher(fn, SERVE.batching.max_batch_size, SERVE.batching.max_latency_ms, self.model_thread)
+            for name, fn in batches.items()
+        }
 
     async def decode(self, kind: str, value):
         """One input -> model-ready value (files decoded off the event loop); bad input -> 4xx."""
@@ -116,8 +121,9 @@ class OPTService:
         return outputs.Transcript(text=await self.call("transcribe", mel))
 
     @bentoml.api
-    async def generate_image(self, prompt: str, seed: Annotated[Optional[int], Field(ge=0, le=2**63 - 1)] = None
-                             ) -> Annotated[bytes, ContentType("image/png")]:
+    async def generate_image(
+        self, prompt: str, seed: Annotated[int | None, Field(ge=0, le=2**63 - 1)] = None
+    ) -> Annotated[bytes, ContentType("image/png")]:
         """Text -> a generated image, PNG bytes; one prompt with one `seed` always gives one image
         (no seed: a fresh draw each call)."""
         text = await self.decode("text", prompt)
@@ -125,9 +131,14 @@ class OPTService:
         return outputs.png_bytes(await self.call("generate_image", (text, seed)))
 
     @bentoml.api
-    async def retrieve(self, text: Optional[str] = None, audio: Optional[Path] = None, image: Optional[Path] = None,
-                       target: Optional[Target] = None,
-                       k: Annotated[int, Field(ge=1)] = int(SERVE.top_k)) -> outputs.Retrieved:
+    async def retrieve(
+        self,
+        text: str | None = None,
+        audio: Path | None = None,
+        image: Path | None = None,
+        target: Target | None = None,
+        k: Annotated[int, Field(ge=1)] = int(SERVE.top_k),
+    ) -> outputs.Retrieved:
         """A text, audio, text+audio or image query -> the top-k gallery items of `target` with scores."""
         kind, vector = await self.query_vector(text, audio, image)
         with as_http_error():
@@ -147,8 +158,9 @@ class OPTService:
         return outputs.Answer(**await self.call("vqa", (x, q)))
 
     @bentoml.api
-    async def embed(self, text: Optional[str] = None, audio: Optional[Path] = None,
-                    image: Optional[Path] = None) -> outputs.Embedding:
+    async def embed(
+        self, text: str | None = None, audio: Path | None = None, image: Path | None = None
+    ) -> outputs.Embedding:
         """Text, audio, text+audio or image -> a unit vector of the model width (retrieval's space)."""
         kind, vector = await self.query_vector(text, audio, image)
         return outputs.Embedding(modality=kind, dim=len(vector), embedding=outputs.finite_list(vector))
@@ -157,8 +169,13 @@ class OPTService:
     async def health(self) -> outputs.Health:
         """The packaged model, its fine-tuned tasks and gallery size (GET /readyz is BentoML's own probe)."""
         rt = self.runtime
-        return outputs.Health(status="ok", model=str(self.bundle.tag), finetuned=rt.info["finetuned"],
-                              gallery_items=len(rt.gallery_items), dim=rt.dim)
+        return outputs.Health(
+            status="ok",
+            model=str(self.bundle.tag),
+            finetuned=rt.info["finetuned"],
+            gallery_items=len(rt.gallery_items),
+            dim=rt.dim,
+        )
 
     async def call(self, name: str, value):
         """One decoded input through the capability's adaptive batcher -> its output."""

@@ -1,4 +1,5 @@
 """Downstream tasks: a registry, one module per task (`opt finetune task=NAME`, `opt evaluate`)."""
+
 from __future__ import annotations
 
 from importlib import import_module

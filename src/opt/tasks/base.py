@@ -6,6 +6,7 @@ A task owns small heads on top of the pre-trained OPT model, an objective for fi
 ignores its input scores on the same split, under the same metric names. Batches are TrainingSplit items (see
 opt.train.data): tokens, token_count, image, mel, mel_frames, codes, index.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ class TaskContext:
 class TaskObjective(nn.Module):
     """The module the Trainer trains: the model plus the task's heads; `.model` is what is saved."""
 
-    def __init__(self, task: "Task", model: OPT, heads: nn.Module, context: TaskContext):
+    def __init__(self, task: Task, model: OPT, heads: nn.Module, context: TaskContext):
         super().__init__()
         self.task, self.context = task, context
         self.model = TaskModel(model, heads)

@@ -4,6 +4,7 @@ evaluated by greedy decoding with the KV cache, cut at [SEP], scored by BLEU-4 a
 
 Also holds the helpers speech recognition shares: caption loss, decoding and a picture sheet.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,7 @@ from opt.model.encoders import Modality, trim_to_content
 from opt.model.objectives import decoder_loss
 from opt.tasks import register
 from opt.tasks.base import Task, TaskContext
-from opt.tasks.generation_metrics import blind_caption_scores, bleu4, cider
+from opt.tasks.generation_metrics import bleu4, blind_caption_scores, cider
 from opt.train.data import batches
 
 TEXT, IMAGE, AUDIO = Modality.TEXT, Modality.IMAGE, Modality.AUDIO

@@ -5,6 +5,7 @@ sorted). A linear head on the image encoder's CLS, trained with BCE, scored by m
 With `task.any_modality` (config, default false) a second head on the fused CLS is trained
 on random non-empty subsets of the modalities and scored from text, audio, image and all.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -116,8 +117,10 @@ class Classification(Task):
         heads.eval()
         labels = self.targets(context, split).numpy()
         scores = self.scores(model, heads, split, context)
-        return {("mAP" if k == "image" else f"{k}/mAP"): mean_average_precision(v.numpy(), labels)
-                for k, v in scores.items()}
+        return {
+            ("mAP" if k == "image" else f"{k}/mAP"): mean_average_precision(v.numpy(), labels)
+            for k, v in scores.items()
+        }
 
     def blind(self, split, context) -> dict:
         """Every item scored by the train label frequencies (the same scores whatever the input)."""

@@ -6,6 +6,7 @@ metrics on `test` goes to metrics/compare.json and reports/compare.md. Variants:
 pre-training (the same model, 0 pre-training steps); pre-training without audio; without each
 of the token, modality and sample levels; full tri-modal pre-training.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,14 @@ from opt.train.data import image_tokenizer_dir
 from opt.train.image_tokenizer import image_tokenizer
 from opt.train.pretrain import pretrain
 
-VARIANTS = {"no_pretraining": "all", "image_text": "image_text", "no_token": "no_token",
-            "no_modality": "no_modality", "no_sample": "no_sample", "full": "all"}
+VARIANTS = {
+    "no_pretraining": "all",
+    "image_text": "image_text",
+    "no_token": "no_token",
+    "no_modality": "no_modality",
+    "no_sample": "no_sample",
+    "full": "all",
+}
 
 
 def variant_config(cfg, name: str):
@@ -61,8 +68,9 @@ def run_variant(cfg, name: str) -> dict:
 
 
 def headline(results: dict, split: str = "test") -> dict:
-    return {f"{task}/{metric}": results[task][split].get(metric) for task, metrics in HEADLINE.items()
-            for metric in metrics}
+    return {
+        f"{task}/{metric}": results[task][split].get(metric) for task, metrics in HEADLINE.items() for metric in metrics
+    }
 
 
 def compare(cfg) -> dict:
@@ -77,8 +85,12 @@ def compare(cfg) -> dict:
 
 def write_table(out: Path, table: dict) -> Path:
     columns = list(next(iter(table.values())))
-    lines = ["# Pre-training comparisons (test split)", "", "| variant | " + " | ".join(columns) + " |",
-             "|---|" + "---:|" * len(columns)]
+    lines = [
+        "# Pre-training comparisons (test split)",
+        "",
+        "| variant | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
     for name, row in table.items():
         lines.append(f"| {name} | " + " | ".join("" if row[c] is None else f"{row[c]:.4f}" for c in columns) + " |")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ BLEU-4 and CIDEr from pycocoevalcap (pure Python scorers; we normalise text ours
 its Java PTB tokenizer), WER from jiwer, and a Fréchet distance between two feature sets
 (the FID formula, with a regularised covariance so a handful of samples still gives a number).
 """
+
 from __future__ import annotations
 
 import re
@@ -67,7 +68,7 @@ def candidate_pool(texts: list[str], size: int = BLIND_POOL) -> list[str]:
 
 
 def ngrams(words: list[str], n: int) -> Counter:
-    return Counter(tuple(words[i: i + n]) for i in range(len(words) - n + 1))
+    return Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
 
 
 class ConstantBleu:
@@ -87,10 +88,12 @@ class ConstantBleu:
             correct = sum(min(c, ref[g]) for ref in ref_counts for g, c in hyp.items())
             product *= (correct + 1e-15) / (max(0, len(words) - n + 1) * n_refs + 1e-9)
         ratio = (len(words) * n_refs + 1e-15) / (self.ref_words + 1e-9)
-        return float(product ** 0.25 * (np.exp(1 - 1 / ratio) if ratio < 1 else 1.0))
+        return float(product**0.25 * (np.exp(1 - 1 / ratio) if ratio < 1 else 1.0))
 
 
-def best_constant(candidates: list[str], references: list[str], score, lower_is_better: bool = False) -> tuple[str, float]:
+def best_constant(
+    candidates: list[str], references: list[str], score, lower_is_better: bool = False
+) -> tuple[str, float]:
     """The candidate that, given as every hypothesis, scores best against `references` -> (it, score)."""
     scored = [(score([c] * len(references), references), c) for c in candidates]
     value, best = (min if lower_is_better else max)(scored, key=lambda t: t[0])
@@ -102,7 +105,10 @@ def blind_caption_scores(train_texts: list[str], references: list[str]) -> dict:
     the BLIND_SHORTLIST texts of the pool with the highest constant BLEU, scored exactly."""
     pool = candidate_pool(train_texts)
     shortlist = sorted(pool, key=ConstantBleu(references), reverse=True)[:BLIND_SHORTLIST]
-    return {"bleu4": best_constant(shortlist, references, bleu4)[1], "cider": best_constant(shortlist, references, cider)[1]}
+    return {
+        "bleu4": best_constant(shortlist, references, bleu4)[1],
+        "cider": best_constant(shortlist, references, cider)[1],
+    }
 
 
 def moments(features: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ Retrieval: R@k from a (Q,G) similarity with query i matching gallery item i (the
 `recall_at_k`, reused), plus re-ranking the top-k. Classification: macro mAP over labels
 with at least one positive (scikit-learn). VQA: accuracy overall and per question type.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,9 +15,14 @@ from opt.train.retrieval import chance_recall, recall_at_k
 
 BLIND = "blind"  # eval.json: task -> split -> {metric: value, BLIND: {metric: blind baseline}}
 LOWER_IS_BETTER = ("wer", "frechet_distance")  # every other metric: higher is better
-HEADLINE = {"retrieval": ("text_to_image/R@1", "image_to_text/R@1", "audio_to_image/R@1", "text_audio_to_image/R@1"),
-            "classification": ("mAP",), "vqa": ("accuracy",), "captioning": ("bleu4", "cider"),
-            "speech_recognition": ("wer",), "text_to_image": ("attribute_accuracy", "frechet_distance")}
+HEADLINE = {
+    "retrieval": ("text_to_image/R@1", "image_to_text/R@1", "audio_to_image/R@1", "text_audio_to_image/R@1"),
+    "classification": ("mAP",),
+    "vqa": ("accuracy",),
+    "captioning": ("bleu4", "cider"),
+    "speech_recognition": ("wer",),
+    "text_to_image": ("attribute_accuracy", "frechet_distance"),
+}
 # task -> the metrics `opt check` and `opt compare` report
 
 
@@ -26,7 +32,16 @@ def lower_is_better(metric: str) -> bool:
     return metric.split("/")[-1].split(".")[-1].startswith(LOWER_IS_BETTER)
 
 
-__all__ = ["BLIND", "HEADLINE", "lower_is_better", "recall_at_k", "chance_recall", "rerank_top_k", "mean_average_precision", "accuracy_by_type"]
+__all__ = [
+    "BLIND",
+    "HEADLINE",
+    "lower_is_better",
+    "recall_at_k",
+    "chance_recall",
+    "rerank_top_k",
+    "mean_average_precision",
+    "accuracy_by_type",
+]
 
 
 def rerank_top_k(similarity: torch.Tensor, k: int, rescore) -> torch.Tensor:

@@ -10,6 +10,7 @@ from its batch statistics and eval-mode accuracy fell from 0.94 to 0.49 on the t
 max-pooled features (presence of small objects); flips and shifts. 3,000 steps: label-set
 accuracy 0.95, exact set 0.76 (300 steps of the first design: 0.43, 0.01).
 """
+
 from __future__ import annotations
 
 import json
@@ -79,7 +80,7 @@ def augment(images: Tensor, g: torch.Generator, shift: int = SHIFT) -> Tensor:
     images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     padded = F.pad(images, (shift,) * 4, mode="replicate")
     dy, dx = torch.randint(0, 2 * shift + 1, (2, b), generator=g).tolist()
-    return torch.stack([padded[i, :, y: y + h, x: x + w] for i, (y, x) in enumerate(zip(dy, dx))])
+    return torch.stack([padded[i, :, y : y + h, x : x + w] for i, (y, x) in enumerate(zip(dy, dx))])
 
 
 @torch.enable_grad()  # evaluation runs under no_grad; the probe trains inside it on first use
@@ -110,7 +111,13 @@ def load_or_train_probe(cfg, train_split) -> tuple[Probe, list[str]]:
     records = train_split.records()
     labels = sorted(set().union(*(scene_labels(r) for r in records))) if records else []
     out = probe_dir(cfg)
-    meta = {"version": VERSION, "labels": labels, "train_items": len(train_split), "steps": cfg.task.probe_steps, **prepared_identity(cfg)}
+    meta = {
+        "version": VERSION,
+        "labels": labels,
+        "train_items": len(train_split),
+        "steps": cfg.task.probe_steps,
+        **prepared_identity(cfg),
+    }
     if (out / "probe.json").exists() and json.loads((out / "probe.json").read_text()) == meta:
         probe = Probe(len(labels))
         probe.load_state_dict(load_file(out / "probe.safetensors"))
@@ -127,7 +134,7 @@ def judge(probe: Probe, images: Tensor, batch_size: int = 64) -> tuple[np.ndarra
     """Images (N,3,H,W) in [0,1] -> predicted labels (N,K) bool and features (N,F)."""
     preds, feats = [], []
     for start in range(0, len(images), batch_size):
-        x = images[start: start + batch_size].float()
+        x = images[start : start + batch_size].float()
         f = probe.features(x)
         preds.append((probe.head(f) > 0).numpy())
         feats.append(f.numpy())

@@ -5,6 +5,7 @@ relation), drawn deterministically from a generator seeded by the item's index. 
 come from the grid geometry: position [row, col], row 0 at the top, "left of" = smaller
 column, "above" = smaller row. Objects are named only by descriptions unique in the scene.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -89,8 +90,13 @@ def relation_question(objs, rng, vocab) -> Question | None:
     return Question("relation", f"is the {name(objs[i])} {relation} the {name(objs[j])}?", answer)
 
 
-MAKERS = {"colour": colour_question, "shape": shape_question, "count": count_question,
-          "existence": existence_question, "relation": relation_question}
+MAKERS = {
+    "colour": colour_question,
+    "shape": shape_question,
+    "count": count_question,
+    "existence": existence_question,
+    "relation": relation_question,
+}
 
 
 def scene_vocab(records: list[dict]) -> dict:
@@ -122,6 +128,7 @@ def answer_vocab(records: list[dict], vocab: dict) -> list[str]:
 def prior_answers(train: list[Question], questions: list[Question]) -> list[str]:
     """Blind answers: to each question the most common train answer to the same question text,
     else the most common train answer of its type (ties: the answer sorted first)."""
+
     def most_common(key) -> dict:
         counts: dict = {}
         for q in train:

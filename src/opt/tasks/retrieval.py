@@ -6,6 +6,7 @@ two single-modal embeddings). Fine-tuning: symmetric InfoNCE over the three moda
 plus the fused query against the image. With `task.rerank_k` > 0 (config, default 0) the
 top-k images of each text+audio query are re-ranked by the matching head (class 0 = matched).
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,14 @@ from opt.tasks.metrics import chance_recall, recall_at_k, rerank_top_k
 from opt.train.data import batches
 
 T, I, A = Modality.TEXT, Modality.IMAGE, Modality.AUDIO
-DIRECTIONS = {"text_to_image": (T, I), "image_to_text": (I, T), "audio_to_image": (A, I),
-              "image_to_audio": (I, A), "text_to_audio": (T, A), "audio_to_text": (A, T)}
+DIRECTIONS = {
+    "text_to_image": (T, I),
+    "image_to_text": (I, T),
+    "audio_to_image": (A, I),
+    "image_to_audio": (I, A),
+    "text_to_audio": (T, A),
+    "audio_to_text": (A, T),
+}
 FUSED = "text_audio_to_image"
 PAIRS = ((T, I), (A, I), (T, A))
 

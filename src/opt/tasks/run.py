@@ -7,6 +7,7 @@ exist (else the pre-trained model with fresh heads), into metrics/eval.json and 
 Each split holds the metrics and, under "blind", the same metrics of a model that ignores its
 input (eval.json: task -> split -> {metric, ..., "blind": {metric, ...}}).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,14 +16,14 @@ import torch
 from omegaconf import OmegaConf
 
 from opt.config import path
+from opt.files import sha256_file, write_metrics
 from opt.model.opt import OPT, Dims
 from opt.tasks import TASK_NAMES, get_task
 from opt.tasks.base import TaskContext, TaskModel, TaskObjective
 from opt.tasks.metrics import BLIND
 from opt.train.checkpoint import load_weights, save_weights
-from opt.train.distributed import pick_device
-from opt.files import sha256_file, write_metrics
 from opt.train.data import prepared_identity
+from opt.train.distributed import pick_device
 from opt.train.seeding import seed_everything
 from opt.train.trainer import Trainer, fingerprint
 
@@ -46,9 +47,17 @@ def task_steps(task_cfg) -> int:
 
 def task_trainer_config(cfg):
     t, steps = cfg.task, task_steps(cfg.task)
-    return OmegaConf.create({**OmegaConf.to_container(cfg.trainer), "max_steps": steps, "batch_size": t.batch_size,
-                             "lr": t.lr, "warmup_steps": max(1, steps // 10), "init_from": None,
-                             "checkpoint_every": steps})
+    return OmegaConf.create(
+        {
+            **OmegaConf.to_container(cfg.trainer),
+            "max_steps": steps,
+            "batch_size": t.batch_size,
+            "lr": t.lr,
+            "warmup_steps": max(1, steps // 10),
+            "init_from": None,
+            "checkpoint_every": steps,
+        }
+    )
 
 
 def finetuned_dir(cfg, name: str):
@@ -58,14 +67,28 @@ def finetuned_dir(cfg, name: str):
 def finetune(cfg) -> dict:
     task = get_task(cfg.task.name)
     context = TaskContext(cfg, pick_device(cfg.trainer.device))
-    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # fresh heads (and a from-scratch body) drawn from the run's seed
+    seed_everything(
+        cfg.trainer.seed, cfg.trainer.deterministic
+    )  # fresh heads (and a from-scratch body) drawn from the run's seed
     model = load_pretrained(cfg, cfg.task.from_scratch)
     objective = TaskObjective(task, model, task.heads(model, context), context)
     tcfg = task_trainer_config(cfg)
     run_dir = path(cfg, "checkpoints") / "finetune" / task.name
-    result = Trainer(objective, context.split("train"), tcfg, run_dir,
-                     fingerprint=fingerprint(cfg, ("task",), tcfg, {**prepared_identity(cfg), "pretrained":
-                                             sha256_file(path(cfg, "models") / "pretrain" / "model.safetensors")})).fit()
+    result = Trainer(
+        objective,
+        context.split("train"),
+        tcfg,
+        run_dir,
+        fingerprint=fingerprint(
+            cfg,
+            ("task",),
+            tcfg,
+            {
+                **prepared_identity(cfg),
+                "pretrained": sha256_file(path(cfg, "models") / "pretrain" / "model.safetensors"),
+            },
+        ),
+    ).fit()
     save_weights(objective.model.state_dict(), finetuned_dir(cfg, task.name) / "model.safetensors")
     result["val"] = task.evaluate(model.eval(), objective.model.heads.eval(), "val", context)
     write_metrics(cfg, f"finetune_{task.name}", result)
@@ -91,8 +114,13 @@ def evaluate(cfg) -> dict:
     for name in TASK_NAMES:
         task = get_task(name)
         task_model = load_task_model(cfg, task, context)
-        results[name] = {split: {**task.evaluate(task_model.opt, task_model.heads, split, context),
-                                 BLIND: task.blind(split, context)} for split in task.splits}
+        results[name] = {
+            split: {
+                **task.evaluate(task_model.opt, task_model.heads, split, context),
+                BLIND: task.blind(split, context),
+            }
+            for split in task.splits
+        }
     out = path(cfg, "metrics") / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, sort_keys=True))

@@ -2,6 +2,7 @@
 tokens. Fine-tuned with the decoder loss on the caption (the narration's transcript); scored by
 WER (jiwer) of greedy transcripts against the reference captions, both lower-cased and normalised.
 """
+
 from __future__ import annotations
 
 import torch

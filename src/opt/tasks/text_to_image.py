@@ -12,6 +12,7 @@ tokenizer's reconstructions of them (`reconstruction_accuracy`: the most any cod
 reach). The blind baseline gives each prompt the real image of another prompt (attribute accuracy
 at chance) and, for the Fréchet distance, compares real images of two splits: the noise floor.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,12 +40,13 @@ EVAL_BATCH = 32
 @dataclass
 class ImageSampling:
     """How codes are drawn: classifier-free guidance scale, temperature (0: greedy), top-k (0: all)."""
+
     guidance: float
     temperature: float
     top_k: int
 
     @classmethod
-    def from_config(cls, task_cfg) -> "ImageSampling":
+    def from_config(cls, task_cfg) -> ImageSampling:
         return cls(task_cfg.image_guidance, task_cfg.image_temperature, task_cfg.image_top_k)
 
 
@@ -70,22 +72,32 @@ def load_vq(cfg):
 
 
 @torch.no_grad()
-def images_from_text(model, vq, batch: dict, sampling: ImageSampling, generator: Generators = None,
-                     trim: bool = True) -> Tensor:
+def images_from_text(
+    model, vq, batch: dict, sampling: ImageSampling, generator: Generators = None, trim: bool = True
+) -> Tensor:
     """Prompts (tokens (B,L), token_count (B,)) -> sampled codes (KV cache) -> images (B,3,H,W) in [0,1].
     `generator`: one for the batch, or one per prompt; `trim`: see encode_text."""
     encoded = encode_text(model, batch, trim)  # once, for both halves of guidance
     fused = text_context(model, encoded)
     hidden = torch.zeros(fused.tokens.shape[0], dtype=torch.bool, device=fused.tokens.device)
     null = text_context(model, encoded, hidden)
-    codes = model.image_decoder.generate(fused.tokens, fused.valid, use_cache=True, temperature=sampling.temperature,
-                                         top_k=sampling.top_k, generator=generator,
-                                         null_context=(null.tokens, null.valid), guidance=sampling.guidance)  # (B,G)
+    codes = model.image_decoder.generate(
+        fused.tokens,
+        fused.valid,
+        use_cache=True,
+        temperature=sampling.temperature,
+        top_k=sampling.top_k,
+        generator=generator,
+        null_context=(null.tokens, null.valid),
+        guidance=sampling.guidance,
+    )  # (B,G)
     return vq.decode_codes(codes)
 
 
 @torch.no_grad()
-def generate_images(model, vq, data, device, sampling: ImageSampling, seed: int = 0) -> tuple[Tensor, Tensor, list[int]]:
+def generate_images(
+    model, vq, data, device, sampling: ImageSampling, seed: int = 0
+) -> tuple[Tensor, Tensor, list[int]]:
     """Codes for every prompt of a split, drawn from `seed` -> generated (N,3,H,W), real (N,3,H,W), indices."""
     generator = torch.Generator(device=device).manual_seed(seed)
     generated, real, indices = [], [], []
@@ -139,17 +151,23 @@ class TextToImage(Task):
         gen_pred, gen_feat = judge(probe, generated)
         real_pred, real_feat = judge(probe, real)
         rebuilt_pred, _ = judge(probe, vq.decode_codes(vq.encode_codes(real.to(context.device))).cpu())
-        self.save_picture(generated, real, [records[i]["caption"] for i in indices],
-                          context.pictures_dir / f"text_to_image_{split}.png")
+        self.save_picture(
+            generated,
+            real,
+            [records[i]["caption"] for i in indices],
+            context.pictures_dir / f"text_to_image_{split}.png",
+        )
         metrics = {"frechet_distance": frechet_distance(gen_feat, real_feat)}
         if k:
-            metrics.update({
-                "attribute_accuracy": label_set_accuracy(gen_pred[:, :k], truth),
-                "exact_match": exact_match(gen_pred[:, :k], truth),
-                "probe_accuracy": label_set_accuracy(real_pred[:, :k], truth),
-                "reconstruction_accuracy": label_set_accuracy(rebuilt_pred[:, :k], truth),
-                "probe_exact_match": exact_match(real_pred[:, :k], truth),
-            })
+            metrics.update(
+                {
+                    "attribute_accuracy": label_set_accuracy(gen_pred[:, :k], truth),
+                    "exact_match": exact_match(gen_pred[:, :k], truth),
+                    "probe_accuracy": label_set_accuracy(real_pred[:, :k], truth),
+                    "reconstruction_accuracy": label_set_accuracy(rebuilt_pred[:, :k], truth),
+                    "probe_exact_match": exact_match(real_pred[:, :k], truth),
+                }
+            )
         return metrics
 
     def blind(self, split: str, context: TaskContext) -> dict:
@@ -164,7 +182,9 @@ class TextToImage(Task):
         out = {"frechet_distance": frechet_distance(features[:size], other_features)}
         if labels:
             truth, shown = label_matrix(data.records(), labels), np.roll(predicted, 1, axis=0)[:, : len(labels)]
-            out.update({"attribute_accuracy": label_set_accuracy(shown, truth), "exact_match": exact_match(shown, truth)})
+            out.update(
+                {"attribute_accuracy": label_set_accuracy(shown, truth), "exact_match": exact_match(shown, truth)}
+            )
         return out
 
     def save_picture(self, generated: Tensor, real: Tensor, prompts: list[str], out) -> None:

@@ -5,6 +5,7 @@ image by the cross-modal encoder and a classifier on the fused CLS picks the ans
 answer vocabulary of the train questions. Each item's image is encoded once and shared by all
 its questions. Accuracy overall and per question type ("accuracy/colour", ...).
 """
+
 from __future__ import annotations
 
 import torch
@@ -70,8 +71,9 @@ class VQA(Task):
         """(Q, n_answers) logits of each question about its item's image."""
         image = model.encode({"image": batch["image"].to(device)}, (Modality.IMAGE,))[Modality.IMAGE]
         text = model.encode(question_batch(self._tokenizer, [q.text for q in qs], device), (Modality.TEXT,))
-        fused = model.fuse({Modality.TEXT: text[Modality.TEXT],
-                            Modality.IMAGE: repeat(image, torch.tensor(owner, device=device))})
+        fused = model.fuse(
+            {Modality.TEXT: text[Modality.TEXT], Modality.IMAGE: repeat(image, torch.tensor(owner, device=device))}
+        )
         return heads["answer"](fused.tokens[:, 0]).float()
 
     def losses(self, model, heads, batch, draw, context) -> dict:

@@ -5,6 +5,7 @@ fine-tuning and serving load), `state.safetensors` (optimizer moments, RNG state
 `state.json` (step, data position, scheduler, optimizer hyper-parameters). It is written
 under a temporary name and renamed, so a crash never leaves a half-written checkpoint.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """What the trainers read: a prepared split with normalised log-mel and, once the image
 tokenizer has run, the VQ codes of each image."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Process-group setup for `torchrun` (gloo on CPU, NCCL on CUDA); a no-op for one process."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """`opt image_tokenizer`: train the VQ-VAE on the prepared train images, then write the code
 grid of every image of every split, the weights, and reconstruction/codebook-usage metrics."""
+
 from __future__ import annotations
 
 import shutil
@@ -30,8 +31,9 @@ class VQObjective(nn.Module):
 
 def build_vq(cfg) -> VQVAE:
     v = cfg.image_tokenizer
-    return VQVAE(cfg.prepare.image_size, cfg.model.patch_size, v.codebook_size, v.code_dim, v.hidden,
-                 v.commitment, v.ema_decay)
+    return VQVAE(
+        cfg.prepare.image_size, cfg.model.patch_size, v.codebook_size, v.code_dim, v.hidden, v.commitment, v.ema_decay
+    )
 
 
 @torch.no_grad()
@@ -60,12 +62,28 @@ def image_tokenizer(cfg) -> dict:
     v = cfg.image_tokenizer
     train = training_split(cfg, "train", with_codes=False)
     batch_size = min(v.batch_size, len(train))  # a small dataset still trains
-    tcfg = {**cfg.trainer, "max_steps": v.steps, "batch_size": batch_size, "lr": v.lr, "warmup_steps": min(20, v.steps),
-            "weight_decay": 0.0, "precision": "fp32", "compile": False, "checkpoint_every": v.steps, "grad_accum": 1}
+    tcfg = {
+        **cfg.trainer,
+        "max_steps": v.steps,
+        "batch_size": batch_size,
+        "lr": v.lr,
+        "warmup_steps": min(20, v.steps),
+        "weight_decay": 0.0,
+        "precision": "fp32",
+        "compile": False,
+        "checkpoint_every": v.steps,
+        "grad_accum": 1,
+    }
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     vq = build_vq(cfg)
     tcfg = as_config(tcfg)
-    Trainer(VQObjective(vq), train, tcfg, run_dir, fingerprint=fingerprint(cfg, ("image_tokenizer", "prepare", "data"), tcfg, prepared_identity(cfg))).fit()
+    Trainer(
+        VQObjective(vq),
+        train,
+        tcfg,
+        run_dir,
+        fingerprint=fingerprint(cfg, ("image_tokenizer", "prepare", "data"), tcfg, prepared_identity(cfg)),
+    ).fit()
     shutil.rmtree(out_dir, ignore_errors=True)
     (out_dir / CODES_DIR).mkdir(parents=True)
     save_weights(vq.state_dict(), out_dir / "vq.safetensors")
@@ -76,8 +94,10 @@ def image_tokenizer(cfg) -> dict:
             np.save(out_dir / CODES_DIR / f"{split}.npy", codes)
             metrics[split] = {"reconstruction_mse": mse, **usage(codes, v.codebook_size)}
     write_metrics(cfg, "image_tokenizer", metrics)
-    print(f"image_tokenizer: test reconstruction MSE {metrics.get('test', {}).get('reconstruction_mse', float('nan')):.4f}, "
-          f"codebook used {metrics['train']['codebook_used']:.0%}")
+    print(
+        f"image_tokenizer: test reconstruction MSE {metrics.get('test', {}).get('reconstruction_mse', float('nan')):.4f}, "
+        f"codebook used {metrics['train']['codebook_used']:.0%}"
+    )
     return metrics
 
 

@@ -5,6 +5,7 @@ Writes checkpoints under checkpoints/pretrain/, the final weights and their conf
 models/pretrain/, per-step losses to metrics/pretrain_losses.csv and the summary (with
 zero-shot text->image retrieval on the test split) to metrics/pretrain.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,13 +17,13 @@ from torch import nn
 
 from opt.config import path
 from opt.data.dataset import read_params
-from opt.data.text import CaptionTokenizer, SPECIAL_TOKENS, TOKENIZER_FILE
+from opt.data.text import SPECIAL_TOKENS, TOKENIZER_FILE, CaptionTokenizer
+from opt.files import sha256_file, write_metrics
 from opt.model.masking import Draw
 from opt.model.opt import OPT, Dims
 from opt.model.pretrain import SpecialTokens, pretext_losses
 from opt.train.checkpoint import load_weights, save_weights
 from opt.train.data import CODES_DIR, image_tokenizer_dir, prepared_identity, training_split
-from opt.files import sha256_file, write_metrics
 from opt.train.image_tokenizer import image_tokenizer
 from opt.train.retrieval import zero_shot_retrieval
 from opt.train.seeding import seed_everything
@@ -43,7 +44,9 @@ class PretrainObjective(nn.Module):
 def model_dims(cfg) -> Dims:
     params = read_params(path(cfg, "prepared"))
     tokenizer = CaptionTokenizer.load(path(cfg, "prepared") / TOKENIZER_FILE)
-    return Dims(tokenizer.vocab_size, params["image"]["size"], params["mel"]["n_mels"], cfg.image_tokenizer.codebook_size)
+    return Dims(
+        tokenizer.vocab_size, params["image"]["size"], params["mel"]["n_mels"], cfg.image_tokenizer.codebook_size
+    )
 
 
 def build_model(cfg) -> OPT:
@@ -77,10 +80,18 @@ def pretrain(cfg, stop_at: int | None = None) -> dict:
     model = build_model(cfg)
     special = SpecialTokens(pad=0, mask=SPECIAL_TOKENS.index("[MASK]"), count=len(SPECIAL_TOKENS))
     run_dir = path(cfg, "checkpoints") / "pretrain"
-    trainer = Trainer(PretrainObjective(model, cfg.objectives, special), training_split(cfg, "train"), cfg.trainer,
-                      run_dir, fingerprint=fingerprint(cfg, ("model", "objectives", "image_tokenizer", "prepare", "data"), cfg.trainer,
-                                              {**prepared_identity(cfg), "image_tokenizer": sha256_file(
-                                                  image_tokenizer_dir(cfg) / "vq.safetensors")}))
+    trainer = Trainer(
+        PretrainObjective(model, cfg.objectives, special),
+        training_split(cfg, "train"),
+        cfg.trainer,
+        run_dir,
+        fingerprint=fingerprint(
+            cfg,
+            ("model", "objectives", "image_tokenizer", "prepare", "data"),
+            cfg.trainer,
+            {**prepared_identity(cfg), "image_tokenizer": sha256_file(image_tokenizer_dir(cfg) / "vq.safetensors")},
+        ),
+    )
     result = trainer.fit(stop_at=stop_at)
     if not trainer.world.main or trainer.step < cfg.trainer.max_steps:
         return result
@@ -89,6 +100,8 @@ def pretrain(cfg, stop_at: int | None = None) -> dict:
     write_metrics(cfg, "pretrain", result)
     if (run_dir / "losses.csv").exists():  # absent after 0 steps (the no-pre-training baseline)
         shutil.copy(run_dir / "losses.csv", path(cfg, "metrics") / "pretrain_losses.csv")
-    print(f"pretrain: {result['step']} steps, final loss {result['final'].get('loss', float('nan')):.3f}, "
-          f"zero-shot text->image R@1 {result['zero_shot']['text_to_image']['R@1']:.3f}")
+    print(
+        f"pretrain: {result['step']} steps, final loss {result['final'].get('loss', float('nan')):.3f}, "
+        f"zero-shot text->image R@1 {result['zero_shot']['text_to_image']['R@1']:.3f}"
+    )
     return result

@@ -2,6 +2,7 @@
 
 Item i of the query side matches item i of the gallery; R@k is the share of queries whose
 match ranks in the top k."""
+
 from __future__ import annotations
 
 import torch
@@ -9,8 +10,12 @@ import torch
 from opt.model.encoders import Modality, trim_to_content
 from opt.train.data import batches
 
-DIRECTIONS = {"text_to_image": (Modality.TEXT, Modality.IMAGE), "image_to_text": (Modality.IMAGE, Modality.TEXT),
-              "audio_to_image": (Modality.AUDIO, Modality.IMAGE), "text_to_audio": (Modality.TEXT, Modality.AUDIO)}
+DIRECTIONS = {
+    "text_to_image": (Modality.TEXT, Modality.IMAGE),
+    "image_to_text": (Modality.IMAGE, Modality.TEXT),
+    "audio_to_image": (Modality.AUDIO, Modality.IMAGE),
+    "text_to_audio": (Modality.TEXT, Modality.AUDIO),
+}
 
 
 def recall_at_k(similarity: torch.Tensor, ks=(1, 5, 10)) -> dict:
@@ -23,7 +28,9 @@ def recall_at_k(similarity: torch.Tensor, ks=(1, 5, 10)) -> dict:
     if similarity.ndim != 2 or similarity.shape[0] > similarity.shape[1]:
         raise ValueError(f"need a (Q,G) similarity with Q <= G, got {tuple(similarity.shape)}")
     if not bool(torch.isfinite(similarity).all()):
-        raise ValueError(f"{int((~torch.isfinite(similarity)).sum())} non-finite similarities: the model's embeddings are not finite")
+        raise ValueError(
+            f"{int((~torch.isfinite(similarity)).sum())} non-finite similarities: the model's embeddings are not finite"
+        )
     target = similarity.diagonal()[:, None]
     rank = (similarity >= target).sum(dim=1) - 1  # other gallery items scored at least the match
     return {f"R@{k}": float((rank < k).float().mean()) for k in ks}
@@ -40,8 +47,9 @@ def embed_split(model, dataset, device, batch_size: int = 64) -> dict:
     model.eval()
     out: dict = {m: [] for m in Modality}
     for batch in batches(dataset, batch_size):
-        batch = trim_to_content({k: v.to(device) for k, v in batch.items()}, model.cfg.audio_patch_frames,
-                                model.cfg.max_audio_patches)
+        batch = trim_to_content(
+            {k: v.to(device) for k, v in batch.items()}, model.cfg.audio_patch_frames, model.cfg.max_audio_patches
+        )
         encoded = model.encode(batch)
         for m in Modality:
             out[m].append(model.embed(encoded[m], m).cpu())

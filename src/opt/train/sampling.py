@@ -4,6 +4,7 @@ A position (epoch, batch index) says exactly which samples come next, so a resum
 continues with the same batches. Under data parallelism every process takes its slice of
 each global batch (a distributed sampler with no padding: the last partial batch is dropped).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -38,10 +39,12 @@ class BatchOrder:
         """This process's sample indices of the next global batch; advances the position."""
         p = self.position
         start = p.batch * self.global_batch
-        batch = self.permutation(p.epoch)[start: start + self.global_batch]
+        batch = self.permutation(p.epoch)[start : start + self.global_batch]
         local = self.global_batch // self.world
-        self.position = Position(p.epoch + 1, 0) if p.batch + 1 == self.batches_per_epoch else Position(p.epoch, p.batch + 1)
-        return batch[self.rank * local: (self.rank + 1) * local].tolist()
+        self.position = (
+            Position(p.epoch + 1, 0) if p.batch + 1 == self.batches_per_epoch else Position(p.epoch, p.batch + 1)
+        )
+        return batch[self.rank * local : (self.rank + 1) * local].tolist()
 
     def state(self) -> dict:
         return asdict(self.position)

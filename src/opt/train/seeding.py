@@ -9,6 +9,7 @@ seed drifted apart in the last bits after ~8 steps (2 threads; identical with 1 
 torch's deterministic mode removed that (4 of 4 runs byte-identical), so it is on by default
 (`trainer.deterministic`).
 """
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ torchrun, atomic checkpoints and exact resume. `objective` is an nn.Module whose
 (batch, draw) returns a dict of `*_loss` tensors plus `loss`, and whose `.model` is saved.
 Per-step losses go to `<run_dir>/losses.csv`, the summary to `<run_dir>/metrics.json`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -59,8 +60,10 @@ def fingerprint(cfg, groups: tuple, trainer_cfg, inputs: dict | None = None) -> 
 
     ignore = ("resume", "checkpoint_every", "threads")
     trainer = {k: v for k, v in OmegaConf.to_container(OmegaConf.create(dict(trainer_cfg))).items() if k not in ignore}
-    blob = json.dumps({**{g: OmegaConf.to_container(cfg[g]) for g in groups}, "trainer": trainer,
-                       "inputs": inputs or {}}, sort_keys=True)
+    blob = json.dumps(
+        {**{g: OmegaConf.to_container(cfg[g]) for g in groups}, "trainer": trainer, "inputs": inputs or {}},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -69,8 +72,9 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 class Trainer:
-    def __init__(self, objective: nn.Module, dataset, tcfg, run_dir: Path, collate=default_collate,
-                 fingerprint: str = ""):
+    def __init__(
+        self, objective: nn.Module, dataset, tcfg, run_dir: Path, collate=default_collate, fingerprint: str = ""
+    ):
         """`fingerprint` names what is trained (configs, data); a checkpoint of another is not resumed."""
         self.tcfg, self.run_dir, self.dataset, self.collate = tcfg, Path(run_dir), dataset, collate
         self.fingerprint = fingerprint
@@ -110,8 +114,13 @@ class Trainer:
         tensors["rng.draw"] = self.draw.generator.get_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        return tensors, {"step": self.step, "data": self.order.state(), "scheduler": self.scheduler.state_dict(),
-                         "optimizer": optim_rest, "fingerprint": self.fingerprint}
+        return tensors, {
+            "step": self.step,
+            "data": self.order.state(),
+            "scheduler": self.scheduler.state_dict(),
+            "optimizer": optim_rest,
+            "fingerprint": self.fingerprint,
+        }
 
     def save(self) -> Path | None:
         path = None
@@ -129,7 +138,9 @@ class Trainer:
         weights, tensors, state = ckpt.load_checkpoint(path)
         if state.get("fingerprint") != self.fingerprint:
             if self.world.main:
-                warnings.warn(f"not resuming {path}: it was trained with another configuration; starting afresh", stacklevel=2)
+                warnings.warn(
+                    f"not resuming {path}: it was trained with another configuration; starting afresh", stacklevel=2
+                )
                 ckpt.clear(self.run_dir)
             barrier(self.world)
             return False
@@ -162,7 +173,7 @@ class Trainer:
             batch = self.next_batch()
             data_seconds += time.perf_counter() - start
             sync = micro == accum - 1 or not hasattr(self.module, "no_sync")
-            with (nullcontext() if sync else self.module.no_sync()), self.autocast():
+            with nullcontext() if sync else self.module.no_sync(), self.autocast():
                 losses = self.module(batch, self.draw)
                 (losses["loss"] / accum).backward()
             values = torch.stack([v.detach().float() for v in losses.values()]).tolist()  # one host sync
@@ -191,7 +202,8 @@ class Trainer:
             raise ckpt.NonFiniteError(
                 f"step {self.step + 1}: non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} "
                 f"(all values: {', '.join(f'{k}={v:.4g}' for k, v in values.items())}); training stopped, nothing saved; "
-                f"last good checkpoint: {last or 'none'}")
+                f"last good checkpoint: {last or 'none'}"
+            )
 
     def fit(self, stop_at: int | None = None) -> dict:
         """Train to `max_steps` (or stop after step `stop_at`, as if killed there)."""
@@ -205,9 +217,18 @@ class Trainer:
             start = time.perf_counter()
             losses, data_seconds = self.train_step()
             elapsed = time.perf_counter() - start
-            timing = {"step": timing["step"] + elapsed, "data": timing["data"] + data_seconds, "steps": timing["steps"] + 1}
-            row = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], **losses,
-                   "samples_per_s": samples / elapsed, "data_fraction": data_seconds / elapsed}
+            timing = {
+                "step": timing["step"] + elapsed,
+                "data": timing["data"] + data_seconds,
+                "steps": timing["steps"] + 1,
+            }
+            row = {
+                "step": self.step,
+                "lr": self.scheduler.get_last_lr()[0],
+                **losses,
+                "samples_per_s": samples / elapsed,
+                "data_fraction": data_seconds / elapsed,
+            }
             log.write(row)
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.3f}", samples_s=f"{row['samples_per_s']:.1f}")
@@ -216,13 +237,21 @@ class Trainer:
         bar.close()
         return self.summary(log, timing, samples)
 
-    def summary(self, log: "LossLog", timing: dict, samples: int) -> dict:
+    def summary(self, log: LossLog, timing: dict, samples: int) -> dict:
         data_fraction = timing["data"] / timing["step"] if timing["step"] else 0.0
         if data_fraction > DATA_BOUND_FRACTION and self.world.main:
-            warnings.warn(f"training is data-bound: loading took {data_fraction:.0%} of step time "
-                          "(keep data/prepared on local storage, or cap prepare.max_audio_seconds)", stacklevel=2)
-        result = {"step": self.step, "final": log.last, "samples_per_s": samples * timing["steps"] / timing["step"]
-                  if timing["step"] else 0.0, "data_fraction": data_fraction, "world_size": self.world.size}
+            warnings.warn(
+                f"training is data-bound: loading took {data_fraction:.0%} of step time "
+                "(keep data/prepared on local storage, or cap prepare.max_audio_seconds)",
+                stacklevel=2,
+            )
+        result = {
+            "step": self.step,
+            "final": log.last,
+            "samples_per_s": samples * timing["steps"] / timing["step"] if timing["step"] else 0.0,
+            "data_fraction": data_fraction,
+            "world_size": self.world.size,
+        }
         if self.world.main:
             (self.run_dir / "metrics.json").write_text(json.dumps(result, indent=1, sort_keys=True))
         return result

@@ -7,6 +7,7 @@ JSON-able data, so the CLI (`opt data ...`), Prefect (`run_stage("version")`) an
 After `rollback`, the ingest stage of dvc.yaml is frozen: `dvc repro` keeps the restored data and
 reruns the stages after it; the next `version` of newly ingested data unfreezes it.
 """
+
 from __future__ import annotations
 
 from importlib import import_module

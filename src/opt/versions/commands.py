@@ -1,4 +1,5 @@
 """`opt data versions|version|rollback|tag`: the data-version commands of the `opt` CLI."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,13 +10,18 @@ COLUMNS = ("id", "date", "kept", "quarantined", "hash", "git_revision", "message
 
 def add_data_parser(sub, overrides_help: str, config_help: str) -> None:
     """Add `opt data ...` to the `opt` subcommands."""
-    data = sub.add_parser("data", help="data versions: list, record, roll back (DVC or lakeFS)",
-                          description="Versions of data/raw and data/sources (versioning.backend=dvc|lakefs).")
+    data = sub.add_parser(
+        "data",
+        help="data versions: list, record, roll back (DVC or lakeFS)",
+        description="Versions of data/raw and data/sources (versioning.backend=dvc|lakefs).",
+    )
     commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    actions = {"versions": "list the dataset versions, newest first",
-               "version": "record the current raw data as a version",
-               "rollback": "restore the raw data of an earlier version exactly (--to REF)",
-               "tag": "tag a version for a release (lakeFS)"}
+    actions = {
+        "versions": "list the dataset versions, newest first",
+        "version": "record the current raw data as a version",
+        "rollback": "restore the raw data of an earlier version exactly (--to REF)",
+        "tag": "tag a version for a release (lakeFS)",
+    }
     for name, help_text in actions.items():
         p = commands.add_parser(name, help=help_text, description=help_text)
         if name == "rollback":

@@ -6,6 +6,7 @@ commits to git. `rollback` writes REF's ingest entry and data.dvc back, checks t
 the cache (fetching from the remote when missing), and freezes the ingest stage: `dvc repro`
 then keeps the rolled-back data and reruns validate, prepare and everything after them.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,15 +15,25 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
 from opt.config import root_dir
 from opt.data.manifest import MANIFEST, QUARANTINE
-from opt.versions.snapshot import (INGEST, VersionError, count_lines, data_dirs, describe, dvc_dir_hash, git,
-                                   git_revision, ingest_frozen, set_ingest_frozen)
+from opt.versions.snapshot import (
+    INGEST,
+    VersionError,
+    count_lines,
+    data_dirs,
+    describe,
+    dvc_dir_hash,
+    git,
+    git_revision,
+    ingest_frozen,
+    set_ingest_frozen,
+)
 
 LOCK, SOURCES_DVC = "dvc.lock", "data.dvc"
 EMPTY_DIR = "d751713988987e9331980363e24189ce.dir"  # DVC's hash of an empty directory
@@ -42,7 +53,7 @@ def dvc(root: Path, *args: str) -> str:
     if out.returncode != 0:
         lines = out.stderr.splitlines()
         first = next((i for i, line in enumerate(lines) if line.startswith("ERROR")), max(len(lines) - 3, 0))
-        raise VersionError(f"dvc {' '.join(args)}: {' '.join(lines[first:first + 3]).strip() or 'failed'}")
+        raise VersionError(f"dvc {' '.join(args)}: {' '.join(lines[first : first + 3]).strip() or 'failed'}")
     return out.stdout
 
 
@@ -92,8 +103,9 @@ def version(cfg) -> dict:
     info = describe(cfg)
     recorded_raw = raw_entry(read_yaml(workspace_text(root, LOCK)), cfg.paths.raw)
     raw_changed = (recorded_raw or {}).get("md5") != info["hash"]
-    sources_changed = dirs["sources"].is_dir() and \
-        sources_hash(read_yaml(workspace_text(root, SOURCES_DVC))) != info["sources_hash"]
+    sources_changed = (
+        dirs["sources"].is_dir() and sources_hash(read_yaml(workspace_text(root, SOURCES_DVC))) != info["sources_hash"]
+    )
     if raw_changed:  # new data from an ingest run outside `dvc repro`: ingesting has resumed
         set_ingest_frozen(root, False)
         dvc(root, "commit", "--force", INGEST)
@@ -102,16 +114,26 @@ def version(cfg) -> dict:
     pushed = push(root) if cfg.versioning.push else None
     recorded = [name for name, changed in ((LOCK, raw_changed), (SOURCES_DVC, sources_changed)) if changed]
     frozen = ingest_frozen(root)
-    return {"backend": "dvc", "id": info["hash"], "changed": bool(recorded), "recorded": recorded, "pushed": pushed,
-            "frozen": frozen, **info, "next": version_advice(recorded, frozen)}
+    return {
+        "backend": "dvc",
+        "id": info["hash"],
+        "changed": bool(recorded),
+        "recorded": recorded,
+        "pushed": pushed,
+        "frozen": frozen,
+        **info,
+        "next": version_advice(recorded, frozen),
+    }
 
 
 def version_advice(recorded: list[str], frozen: bool) -> str:
     if recorded:
         return f"commit to git to name this version: git add {' '.join(recorded)} && git commit"
     if frozen:
-        return ("data/raw is a rolled-back version: ingest stays frozen until the next ingest is "
-                "versioned (or `dvc unfreeze ingest`)")
+        return (
+            "data/raw is a rolled-back version: ingest stays frozen until the next ingest is "
+            "versioned (or `dvc unfreeze ingest`)"
+        )
     return "data/raw is already recorded in dvc.lock"
 
 
@@ -133,7 +155,7 @@ def versions(cfg) -> list[dict]:
             previous = (raw.get("md5"), sources)
     raw, sources = state(workspace_text(root, LOCK), workspace_text(root, SOURCES_DVC), cfg.paths.raw)
     if raw and (raw.get("md5"), sources) != previous:
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         rows.append(row("workspace", now, raw, sources, None, "recorded in dvc.lock, not committed to git"))
     cache = Path(dvc(root, "cache", "dir").strip())
     for r in rows:
@@ -142,8 +164,17 @@ def versions(cfg) -> list[dict]:
 
 
 def row(id_: str, date: str, raw: dict, sources: str | None, rev: str | None, message: str) -> dict:
-    return {"id": id_, "date": date, "kept": None, "quarantined": None, "hash": raw.get("md5"),
-            "sources_hash": sources, "nfiles": raw.get("nfiles"), "git_revision": rev, "message": message}
+    return {
+        "id": id_,
+        "date": date,
+        "kept": None,
+        "quarantined": None,
+        "hash": raw.get("md5"),
+        "sources_hash": sources,
+        "nfiles": raw.get("nfiles"),
+        "git_revision": rev,
+        "message": message,
+    }
 
 
 def counts_in_cache(cache: Path, dir_hash: str) -> dict:
@@ -220,6 +251,15 @@ def finish_rollback(cfg, root: Path, to: str, rev: str, entry: dict) -> dict:
     if got != want:
         raise VersionError(f"restored {cfg.paths.raw} hashes to {got}, but {to!r} recorded {want}")
     set_ingest_frozen(root, True)
-    return {**describe(cfg), "backend": "dvc", "to": to, "git_revision": rev, "hash": want, "frozen": True,
-            "next": ("`dvc repro` keeps this data (ingest is frozen) and reruns the stages after it; "
-                     "commit dvc.yaml dvc.lock data.dvc to record the rollback")}
+    return {
+        **describe(cfg),
+        "backend": "dvc",
+        "to": to,
+        "git_revision": rev,
+        "hash": want,
+        "frozen": True,
+        "next": (
+            "`dvc repro` keeps this data (ingest is frozen) and reruns the stages after it; "
+            "commit dvc.yaml dvc.lock data.dvc to record the rollback"
+        ),
+    }

@@ -7,18 +7,26 @@ counts, DVC hash of data/raw, git revision) and merges it into main. `rollback` 
 commits after REF (newest first), so main equals REF again, and downloads REF's objects into
 data/raw and data/sources exactly.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from opt.config import root_dir
 from opt.data.ingest import swap_in
-from opt.versions.snapshot import (VersionError, data_dirs, describe, dvc_dir_hash, list_files, md5_file,
-                                   set_ingest_frozen)
+from opt.versions.snapshot import (
+    VersionError,
+    data_dirs,
+    describe,
+    dvc_dir_hash,
+    list_files,
+    md5_file,
+    set_ingest_frozen,
+)
 
 KEYS = ("raw", "sources")  # object prefixes: raw/<file>, sources/<file>
 METADATA = ("hash", "sources_hash", "nfiles", "size", "kept", "quarantined", "git_revision")
@@ -33,8 +41,10 @@ def lakefs_errors(what: str):
     try:
         yield
     except NoAuthenticationFound as e:
-        raise VersionError("no lakeFS credentials: set LAKECTL_CREDENTIALS_ACCESS_KEY_ID and "
-                           "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY (or ~/.lakectl.yaml)") from e
+        raise VersionError(
+            "no lakeFS credentials: set LAKECTL_CREDENTIALS_ACCESS_KEY_ID and "
+            "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY (or ~/.lakectl.yaml)"
+        ) from e
     except ServerException as e:
         message = e.body.get("message") if isinstance(e.body, dict) else None
         raise VersionError(f"lakeFS: {what}: {e.status_code} {message or e.reason}") from e
@@ -58,7 +68,7 @@ def repository(cfg, create: bool = False):
         if create:
             repo.create(conf.storage_namespace, default_branch=conf.branch, exist_ok=True)
         else:
-            repo.properties  # 404 here: no such repository
+            _ = repo.properties  # 404 here: no such repository
     return repo
 
 
@@ -67,7 +77,7 @@ def version(cfg) -> dict:
     info = describe(cfg)
     repo = repository(cfg, create=True)
     main = cfg.versioning.lakefs.branch
-    name = "ingest-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    name = "ingest-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
     with lakefs_errors(f"create branch {name!r} from {main!r}"):
         branch = repo.branch(name).create(main)
     with lakefs_errors(f"upload to {name!r}"):
@@ -75,16 +85,27 @@ def version(cfg) -> dict:
         if not any(True for _ in branch.uncommitted(max_amount=1)):
             branch.delete()
             head = repo.branch(main).get_commit()
-            return {"backend": "lakefs", "id": head.id, "changed": False, **info,
-                    "next": f"data/raw is already the head of {main!r}"}
+            return {
+                "backend": "lakefs",
+                "id": head.id,
+                "changed": False,
+                **info,
+                "next": f"data/raw is already the head of {main!r}",
+            }
     metadata = {key: str(info[key]) for key in METADATA if info[key] is not None}
     message = f"data version: {info['kept']} records, {info['hash']}"
     with lakefs_errors(f"commit {name!r} and merge it into {main!r}"):
         branch.commit(message, metadata=metadata)
         merged = branch.merge_into(main, message=message, metadata=metadata)
     set_ingest_frozen(root_dir(cfg), False)  # a new version: ingesting has resumed
-    return {"backend": "lakefs", "id": merged, "branch": name, "changed": True, **info,
-            "next": f"`opt data rollback --to {merged[:12]}` restores it"}
+    return {
+        "backend": "lakefs",
+        "id": merged,
+        "branch": name,
+        "changed": True,
+        **info,
+        "next": f"`opt data rollback --to {merged[:12]}` restores it",
+    }
 
 
 def sync_up(branch, dirs: dict[str, Path]) -> None:
@@ -97,7 +118,7 @@ def sync_up(branch, dirs: dict[str, Path]) -> None:
                 branch.object(path).upload(file.read_bytes(), mode="wb", pre_sign=False)
         gone = sorted(set(remote) - set(local))
         for start in range(0, len(gone), 1000):  # lakeFS deletes at most 1000 paths per call
-            branch.delete_objects(gone[start:start + 1000])
+            branch.delete_objects(gone[start : start + 1000])
 
 
 def versions(cfg) -> list[dict]:
@@ -111,10 +132,18 @@ def versions(cfg) -> list[dict]:
 def row(commit) -> dict:
     meta = commit.metadata or {}
     as_int = lambda key: int(meta[key]) if meta.get(key, "").isdigit() else None  # noqa: E731
-    date = datetime.fromtimestamp(commit.creation_date, timezone.utc).isoformat(timespec="seconds")
-    return {"id": commit.id, "date": date, "kept": as_int("kept"), "quarantined": as_int("quarantined"),
-            "hash": meta.get("hash"), "sources_hash": meta.get("sources_hash"), "nfiles": as_int("nfiles"),
-            "git_revision": meta.get("git_revision"), "message": commit.message}
+    date = datetime.fromtimestamp(commit.creation_date, UTC).isoformat(timespec="seconds")
+    return {
+        "id": commit.id,
+        "date": date,
+        "kept": as_int("kept"),
+        "quarantined": as_int("quarantined"),
+        "hash": meta.get("hash"),
+        "sources_hash": meta.get("sources_hash"),
+        "nfiles": as_int("nfiles"),
+        "git_revision": meta.get("git_revision"),
+        "message": commit.message,
+    }
 
 
 def tag(cfg, name: str, ref: str | None = None) -> dict:
@@ -153,8 +182,14 @@ def rollback(cfg, to: str) -> dict:
     if want and got != want:
         raise VersionError(f"downloaded data/raw hashes to {got}, but {to!r} recorded {want}")
     set_ingest_frozen(root_dir(cfg), True)  # in a DVC project: `dvc repro` keeps this data
-    return {**describe(cfg), "backend": "lakefs", "to": to, "id": target.id, "reverted": reverted,
-            "next": "main equals this version again; the stages after ingest are stale"}
+    return {
+        **describe(cfg),
+        "backend": "lakefs",
+        "to": to,
+        "id": target.id,
+        "reverted": reverted,
+        "next": "main equals this version again; the stages after ingest are stale",
+    }
 
 
 def revert_to(main, target) -> list[str]:
@@ -180,7 +215,7 @@ def sync_down(ref, dirs: dict[str, Path]) -> None:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         for obj in ref.objects(prefix=f"{key}/"):
-            out = partial / obj.path[len(key) + 1:]
+            out = partial / obj.path[len(key) + 1 :]
             out.parent.mkdir(parents=True, exist_ok=True)
             with ref.object(obj.path).reader(mode="rb", pre_sign=False) as reader:
                 out.write_bytes(reader.read())

@@ -1,5 +1,6 @@
 """The raw data on disk as a version sees it: files, DVC-compatible hashes, record counts, the
 git revision, and the `frozen` flag of the ingest stage that keeps a rollback in place."""
+
 from __future__ import annotations
 
 import hashlib
@@ -71,9 +72,14 @@ def describe(cfg) -> dict:
     raw = list_files(dirs["raw"])
     if not raw:
         raise VersionError(f"no raw data in {dirs['raw']}: run `opt ingest` first")
-    return {"hash": dvc_dir_hash(dirs["raw"]), "sources_hash": dvc_dir_hash(dirs["sources"]),
-            "nfiles": len(raw), "size": sum(p.stat().st_size for p in raw.values()),
-            **record_counts(dirs["raw"]), "git_revision": git_revision(root_dir(cfg))}
+    return {
+        "hash": dvc_dir_hash(dirs["raw"]),
+        "sources_hash": dvc_dir_hash(dirs["sources"]),
+        "nfiles": len(raw),
+        "size": sum(p.stat().st_size for p in raw.values()),
+        **record_counts(dirs["raw"]),
+        "git_revision": git_revision(root_dir(cfg)),
+    }
 
 
 def git(root: Path, *args: str) -> str:
