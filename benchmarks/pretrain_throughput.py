@@ -34,9 +34,10 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
 from flops import count_flops, peak_matmul_flops, time_call  # noqa: E402
 
 from opt.config import load_config  # noqa: E402
+from opt.data.text import MASK, PAD, SPECIAL_IDS  # noqa: E402
 from opt.model.config import ModelConfig, ObjectivesConfig, TrainerConfig  # noqa: E402
 from opt.model.opt import OPT, Dims, count_parameters  # noqa: E402
-from opt.model.pretrain import SpecialTokens  # noqa: E402
+from opt.model.pretext import SpecialTokens  # noqa: E402
 from opt.train.pretrain import PretrainObjective  # noqa: E402
 from opt.train.trainer import Trainer  # noqa: E402
 
@@ -78,7 +79,9 @@ def build_trainer(
 ) -> Trainer:
     b = batch["tokens"].shape[0]
     model = OPT(model_config(size), DIMS)
-    objective = PretrainObjective(model, ObjectivesConfig(), SpecialTokens(pad=0, mask=4, count=7))
+    objective = PretrainObjective(
+        model, ObjectivesConfig(), SpecialTokens(pad=SPECIAL_IDS[PAD], mask=SPECIAL_IDS[MASK], count=len(SPECIAL_IDS))
+    )
     tcfg = TrainerConfig(
         batch_size=b,
         precision=precision,

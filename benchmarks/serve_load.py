@@ -48,13 +48,13 @@ def local_calls(model_path: str, image_file: Path) -> dict:
     import torch
 
     from opt.serving.bundle import read_bundle
-    from opt.serving.inputs import Limits, check_text, decode_image
+    from opt.serving.inputs import check_text, decode_image, limits_from_config
     from opt.serving.runtime import Runtime, search
 
     serve = read_bundle(Path(model_path))[0].serve
     if int(serve.torch_threads) > 0:  # as the service runs it
         torch.set_num_threads(int(serve.torch_threads))
-    rt, limits = Runtime(model_path), Limits.from_config(serve.limits)
+    rt, limits = Runtime(model_path), limits_from_config(serve.limits)
 
     def caption(m: int):
         return rt.caption(

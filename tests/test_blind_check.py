@@ -10,11 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from opt.artifacts import load_pretrained
 from opt.check import metric_checks
 from opt.config import load_config
 from opt.tasks import get_task
 from opt.tasks.base import TaskContext, TaskObjective
-from opt.tasks.run import load_pretrained, task_trainer_config
+from opt.tasks.run import task_trainer_config
 from opt.train.trainer import Trainer
 
 MARGIN = 0.1  # the reference's blind margin of mAP (opt.check.WIDER_BLIND_MARGINS)
@@ -24,7 +25,8 @@ def finetune_classification(overrides: list[str], shuffled: bool, run_dir) -> tu
     """(mAP, blind mAP) on the true pairs of the train split after fine-tuning classification."""
     kept = [o for o in overrides if not o.startswith(("task.steps=", "task.lr="))]
     cfg = load_config(kept + ["task.name=classification", "task.steps=120", "task.lr=5e-3"])
-    task, context = get_task("classification"), TaskContext(cfg)
+    context = TaskContext(cfg)
+    task = get_task("classification").fitted(context)
     model = load_pretrained(cfg)
     objective = TaskObjective(task, model, task.heads(model, context), context)
     true_labels = task.targets(context, "train")

@@ -41,6 +41,40 @@ def key_paths(node, prefix="") -> set[str]:
     return keys
 
 
+def leaves(node, prefix="") -> dict:
+    """Every leaf of a plain (to_container) config by dotted path; lists are leaves."""
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out |= leaves(value, f"{prefix}{key}.")
+        else:
+            out[prefix + str(key)] = value
+    return out
+
+
+def test_schema_defaults_are_the_default_composition():
+    """A default lives in the schema (what code gets without Hydra) and in the group file configs/config.yaml
+    picks; the two must be the same value, so the composed default run is also what `OPTConfig()` holds."""
+    schema = leaves(OmegaConf.to_container(OmegaConf.structured(OPTConfig)))
+    composed = leaves(OmegaConf.to_container(load_config([])))
+    differ = []
+    for key in sorted(schema.keys() | composed.keys()):
+        ours, theirs = schema.get(key, "<absent>"), composed.get(key, "<absent>")
+        if type(ours) is not type(theirs) or ours != theirs:  # 1 == 1.0 == True: the type counts too
+            differ.append(f"{key}: schema {ours!r}, configs/ {theirs!r}")
+    assert not differ, f"{len(differ)} defaults declared twice with different values:\n" + "\n".join(differ)
+
+
+def test_the_service_checks_requests_against_the_schema_limits():
+    """One dataclass of request limits: the service's is `ServeLimits`, filled from `serve.limits`."""
+    from opt.config import ServeLimits
+    from opt.serving.inputs import limits_from_config
+
+    node = load_config(["serve.limits.max_text_chars=5", "serve.limits.max_top_k=3"]).serve.limits
+    limits = limits_from_config(node)
+    assert type(limits) is ServeLimits and limits == ServeLimits(max_text_chars=5, max_top_k=3)
+
+
 def test_params_yaml_is_the_default_composition():
     """DVC stages read params.yaml; it must hold what `opt <stage>` composes by default."""
     params = Path(CONFIG_DIR).parent / "params.yaml"
@@ -71,3 +105,15 @@ def test_paths_root_moves_everything(tmp_path, monkeypatch):
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path / "sub")
     assert root_dir(load_config([])) == tmp_path  # the project you are in, as DVC runs stages
+
+
+TINY_BUDGETS = ("data.n", "image_tokenizer.steps", "trainer.max_steps", "task.steps", "task.probe_steps", "model.dim")
+
+
+def test_the_tiny_experiment_scales_every_budget_down():
+    """`experiment=tiny` shrinks every stage's budget (a stage left at its default would take minutes)."""
+    default, tiny = load_config([]), load_config(["experiment=tiny"])
+    for key in TINY_BUDGETS:
+        assert OmegaConf.select(tiny, key) < OmegaConf.select(default, key), key
+    assert tiny.model.name == "tiny"
+    assert load_config(["experiment=tiny", "trainer.max_steps=7"]).trainer.max_steps == 7  # overrides still win

@@ -1,18 +1,24 @@
 """`dvc repro` runs every stage of dvc.yaml in a scratch copy of the project on a tiny
-configuration, a second `dvc repro` changes nothing, and `dvc exp run -S` sweeps a parameter."""
+configuration, a second `dvc repro` changes nothing, a code edit dirties the stages that import it,
+and `dvc exp run -S` sweeps a parameter."""
 
 import csv
 import io
+import json
 import time
 
 import pytest
 from scratch import ENV, TINY, make_scratch_project, sh
+
+# Each runs the whole tiny pipeline (the sweep twice); 600 s fired on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(2400)
 
 STAGES = (
     "ingest",
     "validate",
     "prepare",
     "image_tokenizer",
+    "probe",
     "pretrain",
     "finetune@retrieval",
     "finetune@text_to_image",
@@ -49,15 +55,26 @@ def test_repro_runs_every_stage_then_is_a_no_op(project):
     assert "Running stage" not in second
     assert "up to date" in sh("dvc", "status", cwd=root, env=env)
 
+    # Editing code dirties the stages whose code imports the file, not the stages before them.
+    schedule = root / "src/opt/train/schedule.py"
+    original = schedule.read_text()
+    schedule.write_text(original + "# edited\n")
+    changed = set(json.loads(sh("dvc", "status", "--json", cwd=root, env=env)))
+    assert {"image_tokenizer", "pretrain", "finetune@retrieval", "evaluate", "package"} <= changed, changed
+    assert not changed & {"ingest", "validate", "prepare"}, changed
+    schedule.write_text(original)
+    assert "up to date" in sh("dvc", "status", cwd=root, env=env)
+
 
 def test_exp_run_sweeps_a_parameter(project):
     root, env = project
     sh("git", "add", "-A", cwd=root, env=env)
     sh("git", "commit", "-q", "-m", "tiny pipeline", cwd=root, env=env)
     overrides = [arg for item in TINY for arg in ("-S", item)]
-    sh("dvc", "exp", "run", "--queue", *overrides, "-S", "task.lr=0.001,0.003", cwd=root, env=env)
+    # An evaluate-only parameter: the sweep reruns evaluate and package, not the six fine-tunings.
+    sh("dvc", "exp", "run", "--queue", *overrides, "-S", "task.image_temperature=0.7,1.0", cwd=root, env=env)
     sh("dvc", "exp", "run", "--run-all", cwd=root, env=env)
     table = list(csv.DictReader(io.StringIO(sh("dvc", "exp", "show", "--csv", cwd=root, env=env))))
     experiments = [row for row in table if row["typ"].startswith("branch")]
-    assert sorted(float(row["task.lr"]) for row in experiments) == [0.001, 0.003]
+    assert sorted(float(row["task.image_temperature"]) for row in experiments) == [0.7, 1.0]
     assert all(row["State"] == "Success" for row in experiments), experiments

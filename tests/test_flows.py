@@ -11,6 +11,8 @@ from opt.files import file_hashes
 from opt.stages import StageFailed, run_stage
 from opt.tasks import TASK_NAMES
 
+pytestmark = pytest.mark.timeout(1800)  # runs the whole tiny pipeline as Prefect flows
+
 
 @pytest.fixture(scope="module", autouse=True)
 def harness(tmp_path_factory):
@@ -34,6 +36,7 @@ def test_parent_flow_runs_the_pipeline_and_a_rerun_skips_every_stage(tmp_path, m
     assert set(result["training"]) == {
         "prepare",
         "image_tokenizer",
+        "probe",
         "pretrain",
         "evaluate",
         *(f"finetune@{task}" for task in TASK_NAMES),

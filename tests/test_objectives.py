@@ -4,11 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from model_fixtures import random_batch, tiny_model
+from trainer_fixtures import SPECIAL
 
 from opt.config import load_config
 from opt.model.masking import Draw
 from opt.model.objectives import contrastive_loss
-from opt.model.pretrain import SpecialTokens, pretext_losses
+from opt.model.pretext import pretext_losses
 
 ALL_LOSSES = {
     "mlm_loss",
@@ -44,7 +45,7 @@ def test_contrastive_loss_is_lower_for_aligned_pairs_than_shuffled():
 
 def test_every_objective_is_reported_and_the_total_is_their_weighted_sum():
     model, o = tiny_model(), objectives(mlm=2.0)
-    losses = pretext_losses(model, random_batch(6), o, SpecialTokens(), Draw(torch.Generator().manual_seed(0)))
+    losses = pretext_losses(model, random_batch(6), o, SPECIAL, Draw(torch.Generator().manual_seed(0)))
     assert set(losses) == ALL_LOSSES | {"loss"}
     expected = sum(v for k, v in losses.items() if k != "loss") + losses["mlm_loss"]
     assert torch.allclose(losses["loss"], expected)
@@ -71,7 +72,7 @@ def test_every_objective_is_reported_and_the_total_is_their_weighted_sum():
 )
 def test_ablation_presets_switch_their_objectives_off(preset, absent):
     losses = pretext_losses(
-        tiny_model(), random_batch(6), objectives(preset), SpecialTokens(), Draw(torch.Generator().manual_seed(0))
+        tiny_model(), random_batch(6), objectives(preset), SPECIAL, Draw(torch.Generator().manual_seed(0))
     )
     assert set(losses) == (ALL_LOSSES - absent) | {"loss"}
 
@@ -80,7 +81,7 @@ def test_image_text_preset_never_reads_audio():
     batch = random_batch(6)
     batch["mel"] = torch.full_like(batch["mel"], float("nan"))
     losses = pretext_losses(
-        tiny_model(), batch, objectives("image_text"), SpecialTokens(), Draw(torch.Generator().manual_seed(0))
+        tiny_model(), batch, objectives("image_text"), SPECIAL, Draw(torch.Generator().manual_seed(0))
     )
     assert torch.isfinite(losses["loss"])
 
@@ -91,7 +92,7 @@ def test_each_objective_falls_when_a_tiny_batch_is_repeated():
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first, last = None, None
     for step in range(40):
-        losses = pretext_losses(model, batch, o, SpecialTokens(), Draw(torch.Generator().manual_seed(step % 2)))
+        losses = pretext_losses(model, batch, o, SPECIAL, Draw(torch.Generator().manual_seed(step % 2)))
         optimizer.zero_grad()
         losses["loss"].backward()
         optimizer.step()

@@ -122,7 +122,14 @@ def test_package_imports_a_self_contained_model_and_builds_a_bento(packaged):
         assert (model / part).exists(), part
     bundle = json.loads((model / "bundle.json").read_text())
     assert bundle["finetuned"] == ["retrieval"] and bundle["gallery"]["split"] == "train"
-    assert bundle["vocab"]["classification"] and bundle["vocab"]["vqa"]["answers"]
+    run_state = packaged["root"] / "models" / "finetune" / "retrieval" / "state.json"
+    assert (
+        model / "models/finetune/retrieval/state.json"
+    ).read_bytes() == run_state.read_bytes()  # copied, not refitted
+    for task in ("classification", "vqa"):  # not fine-tuned: fresh heads, their state fitted once, at packaging
+        state = json.loads((model / "models" / "finetune" / task / "state.json").read_text())
+        assert state["labels" if task == "classification" else "answers"] and state["tokenizer"]
+        assert not (model / "models" / "finetune" / task / "model.safetensors").exists()
     assert not (model / "data" / "prepared" / "test").exists()  # only the gallery split travels
     assert str(PROJECT) not in str(model)  # the store lives outside the project
     code = Path(info["bento"]) / "src"  # BentoML imports the service with this folder first on sys.path

@@ -13,6 +13,8 @@ import pytest
 
 from opt.servers import free_port
 
+pytestmark = pytest.mark.timeout(1800)  # starts a real Prefect server and runs a served deployment
+
 PROJECT = Path(__file__).resolve().parents[1]
 
 TRIGGER = textwrap.dedent("""

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
+from opt.probe import augment, judge, train_probe
 from opt.tasks.generation_metrics import label_set_accuracy
-from opt.tasks.probe import augment, judge, train_probe
 
 COLOURS = torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.7, 0.2], [0.1, 0.2, 0.9], [0.9, 0.8, 0.1]])
 

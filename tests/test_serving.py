@@ -101,8 +101,8 @@ def test_generate_image_with_a_seed_repeats_in_any_batch(client):
 def test_a_served_caption_finds_its_own_image_in_the_top_5(server, client, pretrained_synth):
     """The fixture's model was trained on the gallery's (train) pairs: through HTTP, tokenizer,
     encoders and ranking, most captions must find their own image; chance is 5 / 42."""
+    from opt.artifacts import training_split
     from opt.config import load_config
-    from opt.train.data import training_split
 
     records = training_split(load_config(pretrained_synth[1]), "train", with_codes=False).records()
     found = []
@@ -219,6 +219,42 @@ def test_bad_input_is_a_4xx_and_the_server_keeps_answering(client, name):
     assert 400 <= r.status_code < 500, f"{name}: {r.status_code} {r.text}"
     assert "error" in r.text
     assert_alive(client)
+
+
+def test_the_body_size_limit_is_the_constructed_services(monkeypatch):
+    """UploadLimit passes everything through until BentoML has constructed the service (its
+    start-up), then refuses bodies over the served model's max_upload_bytes with a 413."""
+    from types import SimpleNamespace
+
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    from opt.serving.service import UploadLimit
+
+    def not_yet():
+        raise BentoMLException("service isn't instantiated yet")
+
+    async def app(scope, receive, send):
+        reached.append(scope["type"])
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    def http(size: int) -> dict:
+        return {"type": "http", "headers": [(b"content-length", str(size).encode())]}
+
+    reached, sent, limit = [], [], UploadLimit(app)
+    monkeypatch.setattr(bentoml, "get_current_service", not_yet)
+    asyncio.run(limit({"type": "lifespan"}, receive, send))
+    served = SimpleNamespace(limits=SimpleNamespace(max_upload_bytes=10))
+    monkeypatch.setattr(bentoml, "get_current_service", lambda: served)
+    asyncio.run(limit(http(10), receive, send))
+    asyncio.run(limit(http(11), receive, send))
+    assert reached == ["lifespan", "http"]
+    assert sent[0]["status"] == 413 and b"max_upload_bytes=10" in sent[1]["body"]
 
 
 def test_adaptive_batcher_groups_concurrent_calls_and_answers_each_its_own():

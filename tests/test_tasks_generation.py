@@ -11,13 +11,14 @@ import math
 import pytest
 import torch
 
+from opt.artifacts import finetuned_dir, load_pretrained
 from opt.config import load_config
+from opt.data.splits import batches
 from opt.model.masking import Draw
 from opt.stages import run_stage
 from opt.tasks import get_task
 from opt.tasks.base import TaskContext, TaskObjective
-from opt.tasks.run import finetuned_dir, load_pretrained, load_task_model, task_steps
-from opt.train.data import batches
+from opt.tasks.run import load_task_model, task_steps
 
 EXPECTED = {
     "captioning": {"bleu4", "cider", "bleu4_image_audio", "cider_image_audio"},
@@ -66,7 +67,8 @@ def test_finetune_then_evaluate_writes_metrics_and_pictures(pretrained_synth, na
 def test_finetuning_lowers_the_task_loss_on_a_repeated_batch(pretrained_synth, name):
     _, overrides = pretrained_synth
     cfg = load_config(overrides + [f"task={name}"])
-    context, task = TaskContext(cfg), get_task(name)
+    context = TaskContext(cfg)
+    task = get_task(name).fitted(context)
     model = load_pretrained(cfg)
     objective = TaskObjective(task, model, task.heads(model, context), context).train()
     batch = next(batches(context.split("train"), 4))

@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from opt.artifacts import load_pretrained
 from opt.config import load_config
+from opt.data.splits import batches
 from opt.model.encoders import Modality
 from opt.model.masking import Draw
 from opt.stages import run_stage
@@ -17,8 +19,7 @@ from opt.tasks import get_task
 from opt.tasks.base import TaskContext, TaskObjective
 from opt.tasks.questions import QUESTION_TYPES, item_questions, scene_vocab
 from opt.tasks.retrieval import fused_query, prepare
-from opt.tasks.run import load_pretrained, load_task_model
-from opt.train.data import batches
+from opt.tasks.run import load_task_model
 
 UNDERSTANDING = ("retrieval", "classification", "vqa")
 
@@ -68,7 +69,7 @@ def test_finetune_stage_then_evaluate(pretrained_synth, name):
 def test_finetuning_lowers_the_task_loss_on_a_repeated_batch(pretrained_synth, name):
     torch.manual_seed(0)
     context = context_of(pretrained_synth)
-    task = get_task(name)
+    task = get_task(name).fitted(context)
     model = load_pretrained(context.cfg)
     objective = TaskObjective(task, model, task.heads(model, context), context).train()
     optimizer = torch.optim.Adam(objective.parameters(), lr=1e-3)
@@ -85,7 +86,7 @@ def test_finetuning_lowers_the_task_loss_on_a_repeated_batch(pretrained_synth, n
 
 def test_text_audio_query_goes_through_the_cross_modal_encoder(pretrained_synth):
     context = context_of(pretrained_synth)
-    task = get_task("retrieval")
+    task = get_task("retrieval").fitted(context)
     model = load_pretrained(context.cfg).eval()
     heads = task.heads(model, context).eval()
     batch = prepare(model, first_batch(context, 4), context.device)
@@ -107,7 +108,7 @@ def test_text_audio_query_goes_through_the_cross_modal_encoder(pretrained_synth)
 def test_retrieval_reranking_and_classification_any_modality(pretrained_synth):
     context = context_of(pretrained_synth, rerank_k=3, any_modality=True)
     for name, extra in (("retrieval", "text_audio_to_image_reranked/R@1"), ("classification", "fused/text/mAP")):
-        task = get_task(name)
+        task = get_task(name).fitted(context)
         model = load_pretrained(context.cfg)
         heads = task.heads(model, context)
         draw = Draw(torch.Generator().manual_seed(0))

@@ -8,9 +8,14 @@ import torch
 from model_fixtures import random_batch, tiny_model
 
 from opt.config import load_config
-from opt.model.pretrain import SpecialTokens
+from opt.data.text import MASK, PAD, SPECIAL_IDS
+from opt.model.pretext import SpecialTokens
 from opt.train.pretrain import PretrainObjective
 from opt.train.trainer import Trainer
+
+SPECIAL = SpecialTokens(
+    pad=SPECIAL_IDS[PAD], mask=SPECIAL_IDS[MASK], count=len(SPECIAL_IDS)
+)  # as every tokenizer has them
 
 
 def in_memory_dataset(n: int = 24, seed: int = 0) -> list[dict]:
@@ -28,7 +33,7 @@ def trainer_config(**overrides):
 
 def objective(objectives=None, seed: int = 0) -> PretrainObjective:
     objectives = objectives or load_config([]).objectives
-    return PretrainObjective(tiny_model(seed), objectives, SpecialTokens())
+    return PretrainObjective(tiny_model(seed), objectives, SPECIAL)
 
 
 def decomposable_objectives():

@@ -1,10 +1,11 @@
-"""Small file helpers shared by stages: content hashes, metrics JSON and reading a metric back."""
+"""Small file helpers shared by stages: content hashes, metrics JSON, reading a metric back, the git revision."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import subprocess
 from pathlib import Path
 
 from opt.config import path
@@ -54,3 +55,20 @@ def non_finite_numbers(tree, prefix: str = "") -> list[str]:
     if isinstance(tree, list):
         return [p for i, v in enumerate(tree) for p in non_finite_numbers(v, f"{prefix}{i}.")]
     return [prefix.rstrip(".")] if isinstance(tree, float) and not math.isfinite(tree) else []
+
+
+def git_revision(root: Path, mark_dirty: bool = False) -> str | None:
+    """HEAD's commit id of the repository holding `root` (with `mark_dirty`, suffixed "-dirty" when
+    tracked files have local changes); None outside a git repository or before its first commit."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--verify", "--quiet", "HEAD")
+        dirty = mark_dirty and bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return (head + ("-dirty" if dirty else "")) or None

@@ -5,6 +5,8 @@ metrics, plots). `cache_key(name, cfg)` hashes the stage's params and the conten
 `record_run` notes the content of its outputs after a run, and `outputs_intact` says whether
 they are still those bytes, so a deleted or edited output makes the stage run again.
 Paths in dvc.yaml are the default `paths.*`; they are mapped to the run's configured ones.
+Code deps (`src/...`) are read under `PROJECT_ROOT`, looked up at call time (tests point it at a
+copy); they cover the stage's whole import closure (`opt.code_deps`, checked by the tests).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -21,12 +24,15 @@ from omegaconf import OmegaConf
 from opt.config import PROJECT_ROOT, PathsConfig, path, root_dir
 from opt.files import sha256_file
 
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
+_FILE_HASHES: dict[tuple, str] = {}  # (path, size, mtime_ns, ctime_ns, inode) -> sha256, per process
+# A file changed this recently may change again within the same timestamp tick, keeping its stat
+# key: its hash is not remembered (git's "racy clean" rule).
+_RACY_NS = 2_000_000_000
 
 
-def dvc_stages(project: Path = PROJECT_ROOT) -> dict[str, dict]:
+def dvc_stages(project: Path | None = None) -> dict[str, dict]:
     """Stages of `dvc.yaml`, `foreach` expanded: {"ingest": {...}, "finetune@vqa": {...}}."""
-    spec = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    spec = yaml.safe_load(((project or PROJECT_ROOT) / "dvc.yaml").read_text())["stages"]
     stages = {}
     for name, stage in spec.items():
         if "foreach" not in stage:
@@ -64,21 +70,27 @@ def _names(entries) -> list[tuple[str, dict]]:
 
 
 def file_digest(file: Path) -> str:
+    """sha256 of the file, remembered per stat key unless the file changed within `_RACY_NS`."""
     stat = file.stat()
-    key = (str(file), stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        _FILE_HASHES[key] = sha256_file(file)
-    return _FILE_HASHES[key]
+    key = (str(file), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    if key in _FILE_HASHES:
+        return _FILE_HASHES[key]
+    digest = sha256_file(file)
+    if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) > _RACY_NS:
+        _FILE_HASHES[key] = digest
+    return digest
 
 
 def tree_digest(target: Path) -> str:
-    """sha256 over (relative path, content hash) of every file under `target`; "missing" if absent."""
+    """sha256 over (relative path, content hash) of every file under `target`; "missing" if absent.
+    `__pycache__` folders are skipped, as in .dvcignore: bytecode is not a stage's input."""
     if target.is_file():
         return file_digest(target)
     if not target.is_dir():
         return "missing"
     digest = hashlib.sha256()
-    for file in sorted(p for p in target.rglob("*") if p.is_file()):
+    files = (p for p in target.rglob("*") if "__pycache__" not in p.relative_to(target).parts and p.is_file())
+    for file in sorted(files):
         digest.update(f"{file.relative_to(target).as_posix()}\0{file_digest(file)}\n".encode())
     return digest.hexdigest()
 

@@ -15,6 +15,7 @@ STAGES: dict[str, tuple[str, str]] = {
         "opt.train.image_tokenizer:image_tokenizer",
         "train the VQ-VAE image tokenizer, write VQ codes",
     ),
+    "probe": ("opt.probe:probe", "train the attribute probe that judges text-to-image (models/probe/)"),
     "pretrain": ("opt.train.pretrain:pretrain", "pre-train OPT with the configured pretext tasks"),
     "finetune": ("opt.tasks.run:finetune", "fine-tune the pre-trained model on one downstream task (task=NAME)"),
     "evaluate": ("opt.tasks.run:evaluate", "evaluate every downstream task on test and test_compositional"),

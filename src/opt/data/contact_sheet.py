@@ -2,6 +2,7 @@
 
 It shows what the model is fed (the resized images, the captions) so a person can look at the data.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,12 +67,21 @@ def to_pil(image_chw: np.ndarray) -> Image.Image:
     return image.resize((IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.NEAREST)
 
 
-def draw_cell(sheet: Image.Image, draw: ImageDraw.ImageDraw, font, origin: tuple[int, int],
-              image_chw: np.ndarray, header: str, caption: str) -> None:
+def draw_cell(
+    sheet: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    font,
+    origin: tuple[int, int],
+    image_chw: np.ndarray,
+    header: str,
+    caption: str,
+) -> None:
     x, y = origin
     image_x = x + (CELL_WIDTH - IMAGE_SIDE) // 2
     sheet.paste(to_pil(image_chw), (image_x, y + MARGIN))
-    draw.rectangle([image_x - 1, y + MARGIN - 1, image_x + IMAGE_SIDE, y + MARGIN + IMAGE_SIDE], outline=(160, 160, 160))
+    draw.rectangle(
+        [image_x - 1, y + MARGIN - 1, image_x + IMAGE_SIDE, y + MARGIN + IMAGE_SIDE], outline=(160, 160, 160)
+    )
     text_y = y + MARGIN + IMAGE_SIDE + MARGIN // 2
     text_width = CELL_WIDTH - MARGIN
     draw.text((x + MARGIN // 2, text_y), wrap_text(header, font, text_width, 1)[0], fill=(90, 90, 90), font=font)
@@ -79,7 +89,9 @@ def draw_cell(sheet: Image.Image, draw: ImageDraw.ImageDraw, font, origin: tuple
         draw.text((x + MARGIN // 2, text_y + (i + 1) * LINE_HEIGHT), line, fill=(0, 0, 0), font=font)
 
 
-def write_contact_sheet(path: Path, images: list[np.ndarray], headers: list[str], captions: list[str]) -> tuple[int, int]:
+def write_contact_sheet(
+    path: Path, images: list[np.ndarray], headers: list[str], captions: list[str]
+) -> tuple[int, int]:
     """Draw images (uint8 (3, H, W) each) with a header and caption under each; returns the size."""
     size = sheet_size(len(images))
     sheet = Image.new("RGB", size, "white")

@@ -4,6 +4,7 @@ Shards are opened lazily in each process with `mmap_mode="r"` (a DataLoader work
 own maps; nothing is pickled but paths), so the dataset may be far larger than RAM.
 Items are dicts of tensors, so `torch.utils.data.default_collate` batches them as they are.
 """
+
 from __future__ import annotations
 
 import bisect

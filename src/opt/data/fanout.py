@@ -4,11 +4,12 @@ Each block of scenes becomes one Prefect task run on `data.task_runner` ("module
 the default `ProcessPoolTaskRunner` uses this machine's cores; a Dask or Ray task runner
 (prefect-dask, prefect-ray) spreads the blocks over nodes that share the output folder.
 """
+
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from importlib import import_module
-from typing import Iterator
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -29,7 +30,9 @@ def make_task_runner(spec: str, workers: int):
     return runner_class(max_workers=workers) if takes_workers else runner_class()
 
 
-def map_blocks_with_prefect(blocks: list[list], workers: int, context: WorkerContext, spec: str) -> Iterator[list[dict]]:
+def map_blocks_with_prefect(
+    blocks: list[list], workers: int, context: WorkerContext, spec: str
+) -> Iterator[list[dict]]:
     """Records of each block, in block order, computed as Prefect task runs."""
     with make_task_runner(spec, workers) as runner:
         futures = [runner.submit(synth_block_task, {"context": context, "plans": block}) for block in blocks]

@@ -5,25 +5,52 @@ the grid position of single objects and may state one spatial relation between t
 that its words identify uniquely. Everything stated is true of the scene; sizes are stated
 only when every object of a group has that size.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from opt.data.scenes import Scene
 
-OPENERS = ("In this image we can see", "In this picture we can see", "In this image I can see",
-           "In this picture I can see", "In this image there {be}", "In this picture there {be}")
+OPENERS = (
+    "In this image we can see",
+    "In this picture we can see",
+    "In this image I can see",
+    "In this picture I can see",
+    "In this image there {be}",
+    "In this picture there {be}",
+)
 POSITION_PHRASES = {
-    (0, 0): "at the top left", (0, 1): "at the top", (0, 2): "at the top right",
-    (1, 0): "on the left", (1, 1): "in the middle", (1, 2): "on the right",
-    (2, 0): "at the bottom left", (2, 1): "at the bottom", (2, 2): "at the bottom right",
+    (0, 0): "at the top left",
+    (0, 1): "at the top",
+    (0, 2): "at the top right",
+    (1, 0): "on the left",
+    (1, 1): "in the middle",
+    (1, 2): "on the right",
+    (2, 0): "at the bottom left",
+    (2, 1): "at the bottom",
+    (2, 2): "at the bottom right",
 }
 RELATION_PHRASES = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
 INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-IRREGULAR_PLURALS = {"mouse": "mice", "goose": "geese", "tooth": "teeth", "foot": "feet", "child": "children",
-                     "person": "people", "man": "men", "woman": "women", "sheep": "sheep", "fish": "fish",
-                     "deer": "deer", "leaf": "leaves", "knife": "knives", "wolf": "wolves", "loaf": "loaves"}
+IRREGULAR_PLURALS = {
+    "mouse": "mice",
+    "goose": "geese",
+    "tooth": "teeth",
+    "foot": "feet",
+    "child": "children",
+    "person": "people",
+    "man": "men",
+    "woman": "women",
+    "sheep": "sheep",
+    "fish": "fish",
+    "deer": "deer",
+    "leaf": "leaves",
+    "knife": "knives",
+    "wolf": "wolves",
+    "loaf": "loaves",
+}
 AN_EXCEPTIONS = ("uni", "use", "usu", "uti", "eu", "one", "once", "ewe")  # vowel letter, consonant sound
 A_EXCEPTIONS = ("hour", "honest", "honour", "honor", "heir")  # silent h
 MENTION_SIZE_PROBABILITY = 0.6

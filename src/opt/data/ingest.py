@@ -3,6 +3,7 @@
 The new dataset is written to a sibling folder and swapped in only when complete, so a
 crash never leaves a half-written `data/raw` and a smaller re-run leaves no stale media.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -16,8 +17,11 @@ from opt.data.manifest import MANIFEST, QUARANTINE, write_jsonl
 SOURCES = ("synth", "localized_narratives")
 # Where `opt ingest data.source=localized_narratives` looks when ingest.* is not given:
 # the folder that `data.dvc` versions.
-DEFAULT_SOURCES = {"annotations": "data/sources/annotations.jsonl", "images_dir": "data/sources/images",
-                   "audio_dir": "data/sources/audio"}
+DEFAULT_SOURCES = {
+    "annotations": "data/sources/annotations.jsonl",
+    "images_dir": "data/sources/images",
+    "audio_dir": "data/sources/audio",
+}
 
 
 def ingest(cfg) -> dict:

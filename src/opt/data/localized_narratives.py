@@ -5,16 +5,17 @@ present), decode each image once per `image_id`, then decode each narration's au
 fanned out over a process pool, results in input order). Bad lines become quarantine entries
 `{"line", "reason", "record"}`; nothing is read outside the configured folders.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Callable, Iterator
 
 import scipy.signal  # noqa: F401  loaded once here: forked workers inherit it instead of importing (~1 s)
 from tqdm import tqdm
@@ -24,8 +25,15 @@ from opt.data.media import SAMPLE_RATE, MediaError, load_audio, load_image, save
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 RAW_TEXT_LIMIT = 2000
-FIELD_TYPES = {"dataset_id": (str,), "image_id": (str, int), "annotator_id": (str, int),
-               "caption": (str,), "voice_recording": (str,), "timed_caption": (list,), "traces": (list,)}
+FIELD_TYPES = {
+    "dataset_id": (str,),
+    "image_id": (str, int),
+    "annotator_id": (str, int),
+    "caption": (str,),
+    "voice_recording": (str,),
+    "timed_caption": (list,),
+    "traces": (list,),
+}
 
 
 class Rejected(Exception):
@@ -77,8 +85,11 @@ def ingest_localized_narratives(cfg, raw_dir: Path) -> tuple[list[dict], list[di
 def source_paths(ingest) -> tuple[Path, Path, Path]:
     """The annotations file and the two media folders, resolved; ValueError when not usable."""
     found, problems = [], []
-    for key, kind, exists in [("annotations", "a JSON-lines file", Path.is_file),
-                              ("images_dir", "a folder", Path.is_dir), ("audio_dir", "a folder", Path.is_dir)]:
+    for key, kind, exists in [
+        ("annotations", "a JSON-lines file", Path.is_file),
+        ("images_dir", "a folder", Path.is_dir),
+        ("audio_dir", "a folder", Path.is_dir),
+    ]:
         value = getattr(ingest, key, None)
         if not value:
             problems.append(f"ingest.{key} is not set (expected {kind})")
@@ -87,8 +98,10 @@ def source_paths(ingest) -> tuple[Path, Path, Path]:
         else:
             found.append(Path(value).expanduser().resolve())
     if problems:
-        raise ValueError("Localized Narratives ingestion needs ingest.annotations, ingest.images_dir and "
-                         "ingest.audio_dir: " + "; ".join(problems))
+        raise ValueError(
+            "Localized Narratives ingestion needs ingest.annotations, ingest.images_dir and "
+            "ingest.audio_dir: " + "; ".join(problems)
+        )
     return found[0], found[1], found[2]
 
 
@@ -106,7 +119,7 @@ def read_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
                 yield number, text.strip(), problem
 
 
-def check_line(line: int, text: str, locator: "MediaLocator", names: "MediaNames") -> Candidate:
+def check_line(line: int, text: str, locator: MediaLocator, names: MediaNames) -> Candidate:
     """Parse and check one line; finds its media files. Raises Rejected."""
     record = parse_record(text)
     image_id, voice = str(record["image_id"]), record["voice_recording"]
@@ -114,9 +127,14 @@ def check_line(line: int, text: str, locator: "MediaLocator", names: "MediaNames
         image_source, audio_source = locator.image(image_id), locator.audio(voice)
     except Rejected as e:
         raise Rejected(e.reason, record) from None
-    return Candidate(line, record, image_source, audio_source,
-                     image_name=f"images/{names.stem('image', (image_id,))}.png",
-                     audio_name=f"audio/{names.stem('audio', record_key(record))}.flac")
+    return Candidate(
+        line,
+        record,
+        image_source,
+        audio_source,
+        image_name=f"images/{names.stem('image', (image_id,))}.png",
+        audio_name=f"audio/{names.stem('audio', record_key(record))}.flac",
+    )
 
 
 def parse_record(text: str) -> dict:
@@ -262,14 +280,22 @@ def map_ordered(function: Callable, tasks: list, workers: int, desc: str) -> lis
 
 def convert_images(candidates: list[Candidate], raw_dir: Path, ingest, workers: int) -> dict[str, str]:
     """Write each image once; returns {image_name: reason} for the images that failed."""
-    tasks = {c.image_name: (str(c.image_source), str(raw_dir / c.image_name), int(ingest.max_image_pixels),
-                            int(ingest.max_image_side)) for c in candidates}
+    tasks = {
+        c.image_name: (
+            str(c.image_source),
+            str(raw_dir / c.image_name),
+            int(ingest.max_image_pixels),
+            int(ingest.max_image_side),
+        )
+        for c in candidates
+    }
     reasons = map_ordered(convert_image, list(tasks.values()), workers, "ingest images")
     return {name: reason for name, reason in zip(tasks, reasons) if reason}
 
 
-def convert_audio(candidates: list[Candidate], image_failures: dict, raw_dir: Path,
-                  workers: int) -> dict[int, tuple[float | None, str]]:
+def convert_audio(
+    candidates: list[Candidate], image_failures: dict, raw_dir: Path, workers: int
+) -> dict[int, tuple[float | None, str]]:
     """{line: (seconds or None, reason)}; per key the first line that decodes wins, later ones are duplicates."""
     groups: dict[tuple, list[Candidate]] = {}
     for c in candidates:
@@ -333,9 +359,13 @@ def canonical_record(candidate: Candidate, seconds: float, ingest) -> dict:
     record = dict(candidate.record)
     for name in ("timed_caption", "traces"):
         record[name] = record.get(name) or []
-    record.update(image=candidate.image_name, voice_recording=candidate.audio_name,
-                  source_voice_recording=candidate.record["voice_recording"], audio_seconds=seconds,
-                  split=assign_split(candidate.record, ingest.default_split_val, ingest.default_split_test))
+    record.update(
+        image=candidate.image_name,
+        voice_recording=candidate.audio_name,
+        source_voice_recording=candidate.record["voice_recording"],
+        audio_seconds=seconds,
+        split=assign_split(candidate.record, ingest.default_split_val, ingest.default_split_test),
+    )
     return record
 
 

@@ -5,11 +5,14 @@ A record (one line of `manifest.jsonl`) holds LN's fields `dataset_id`, `image_i
 `image` (PNG path relative to the raw folder), `split`, `audio_seconds`, and for synthetic
 scenes `objects`, `relations` and `voice`. Media paths are relative to the raw folder.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
+
+import numpy as np
 
 LN_FIELDS = ("dataset_id", "image_id", "annotator_id", "caption", "timed_caption", "traces", "voice_recording")
 REQUIRED_FIELDS = ("dataset_id", "image_id", "annotator_id", "caption", "voice_recording")
@@ -51,3 +54,30 @@ def read_manifest(raw_dir: Path) -> list[dict]:
 def record_key(record: dict) -> tuple:
     """Identity of a narration: one annotator's narration of one image in one dataset."""
     return (str(record["dataset_id"]), str(record["image_id"]), str(record["annotator_id"]))
+
+
+LABEL_FIELDS = ("color", "shape", "size")  # ground-truth attributes of a synthetic scene's objects
+
+
+def object_labels(record: dict) -> list[str]:
+    """`field=value` labels ("color=red", "shape=circle", "size=large") of a record's objects,
+    one per object and field (repeats kept); a record without well-formed `objects` has none."""
+    objects = record.get("objects")
+    if not isinstance(objects, list):
+        return []
+    return [f"{f}={obj[f]}" for obj in objects if isinstance(obj, dict) for f in LABEL_FIELDS if f in obj]
+
+
+def scene_labels(record: dict) -> set[str]:
+    """The distinct labels of one scene: the targets of classification and of the t2i probe."""
+    return set(object_labels(record))
+
+
+def label_matrix(records: list[dict], labels: list[str]) -> np.ndarray:
+    """(N,K) bool: which of `labels` each record's scene holds."""
+    out = np.zeros((len(records), len(labels)), dtype=bool)
+    column = {name: k for k, name in enumerate(labels)}
+    for i, record in enumerate(records):
+        for name in scene_labels(record) & column.keys():
+            out[i, column[name]] = True
+    return out

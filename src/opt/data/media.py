@@ -2,6 +2,7 @@
 
 Reading untrusted files raises `MediaError` with a readable reason; callers quarantine.
 """
+
 from __future__ import annotations
 
 import io

@@ -7,6 +7,7 @@ pixel decode). Audio: duration, sample rate and channels from `soundfile.info`; 
 peak and finiteness streamed block by block. A file that cannot be read gives
 `media_error` instead of numbers; nothing outside the raw folder is ever opened.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,7 @@ import pandas as pd
 import soundfile as sf
 from PIL import Image
 
-from opt.data.manifest import REQUIRED_FIELDS, SPLITS
+from opt.data.manifest import REQUIRED_FIELDS, SPLITS, object_labels
 
 IMAGE_STATS = ("image_width", "image_height", "image_mode")
 AUDIO_STATS = ("audio_duration", "audio_sample_rate", "audio_channels", "audio_rms", "audio_peak")
@@ -91,7 +92,6 @@ def media_stats(raw_dir: Path, records: list[dict], workers: int = 0) -> list[di
 NESTED_FIELDS = ("timed_caption", "traces", "objects", "relations")  # lists: not frame columns
 RECORD_FIELDS = REQUIRED_FIELDS + ("image", "split", "audio_seconds")
 DERIVED = ("record", "caption_words", "is_synthetic", "image_size_px", "audio_seconds_error")
-LABEL_FIELDS = ("color", "shape", "size")
 
 
 def derived_columns(index: int, record: dict, stats: dict) -> dict:
@@ -121,15 +121,6 @@ def records_frame(raw_dir: Path, records: list[dict], workers: int = 0) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def object_labels(record: dict) -> list[str]:
-    """`field=value` labels (colour, shape, size) of a record's ground-truth objects."""
-    objects = record.get("objects")
-    if not isinstance(objects, list):
-        return []
-    return [f"{field}={obj[field]}" for obj in objects if isinstance(obj, dict)
-            for field in LABEL_FIELDS if field in obj]
-
-
 def labels_frame(records: list[dict]) -> pd.DataFrame:
     """One row a label seen in any split: how many objects carry it, and how many in train."""
     everywhere, train = Counter(), Counter()
@@ -139,8 +130,9 @@ def labels_frame(records: list[dict]) -> pd.DataFrame:
         if record.get("split") == "train":
             train.update(labels)
     names = sorted(everywhere)
-    return pd.DataFrame({"label": names, "objects": [everywhere[n] for n in names],
-                         "train_objects": [train[n] for n in names]})
+    return pd.DataFrame(
+        {"label": names, "objects": [everywhere[n] for n in names], "train_objects": [train[n] for n in names]}
+    )
 
 
 def splits_frame(records: list[dict]) -> pd.DataFrame:
@@ -152,5 +144,8 @@ def splits_frame(records: list[dict]) -> pd.DataFrame:
 
 def build_frames(raw_dir: Path, records: list[dict], workers: int = 0) -> dict[str, pd.DataFrame]:
     """The frames `opt validate` runs its suites on, by name."""
-    return {"records": records_frame(raw_dir, records, workers), "labels": labels_frame(records),
-            "splits": splits_frame(records)}
+    return {
+        "records": records_frame(raw_dir, records, workers),
+        "labels": labels_frame(records),
+        "splits": splits_frame(records),
+    }

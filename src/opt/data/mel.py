@@ -6,6 +6,7 @@ as torchaudio's `Spectrogram`), power spectrogram |STFT|^2, a triangular mel fil
 (HTK or Slaney mel scale, as torchaudio's `melscale_fbanks`), then ln(mel + log_eps).
 A wave of T samples gives 1 + T // hop_length frames.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,16 +41,21 @@ def mel_to_hz(mels: torch.Tensor, scale: str = "htk") -> torch.Tensor:
 
 
 @lru_cache(maxsize=16)
-def mel_filterbank(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int,
-                   scale: str = "htk", norm: str = "none") -> torch.Tensor:
+def mel_filterbank(
+    n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int, scale: str = "htk", norm: str = "none"
+) -> torch.Tensor:
     """Triangular filters (n_freqs, n_mels), float32, as torchaudio's `melscale_fbanks`.
 
     Filter m rises from mel point m to m+1 and falls to m+2; the n_mels + 2 points are evenly
     spaced in mel between f_min and f_max. norm="slaney" scales each triangle to unit area.
     """
     all_freqs = torch.linspace(0, sample_rate // 2, n_freqs, dtype=torch.float64)  # (n_freqs,)
-    m_pts = torch.linspace(float(hz_to_mel(torch.tensor(float(f_min)), scale)),
-                           float(hz_to_mel(torch.tensor(float(f_max)), scale)), n_mels + 2, dtype=torch.float64)
+    m_pts = torch.linspace(
+        float(hz_to_mel(torch.tensor(float(f_min)), scale)),
+        float(hz_to_mel(torch.tensor(float(f_max)), scale)),
+        n_mels + 2,
+        dtype=torch.float64,
+    )
     f_pts = mel_to_hz(m_pts, scale)  # (n_mels + 2,)
     f_diff = f_pts[1:] - f_pts[:-1]  # (n_mels + 1,)
     slopes = f_pts[None, :] - all_freqs[:, None]  # (n_freqs, n_mels + 2)
@@ -57,7 +63,7 @@ def mel_filterbank(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample
     up = slopes[:, 2:] / f_diff[1:]  # falling edge, (n_freqs, n_mels)
     fb = torch.clamp(torch.minimum(down, up), min=0.0)
     if norm == "slaney":
-        fb = fb * (2.0 / (f_pts[2:n_mels + 2] - f_pts[:n_mels]))[None, :]
+        fb = fb * (2.0 / (f_pts[2 : n_mels + 2] - f_pts[:n_mels]))[None, :]
     elif norm != "none":
         raise ValueError(f"unknown mel norm {norm!r}: use 'none' or 'slaney'")
     return fb.to(torch.float32)
@@ -96,8 +102,15 @@ def settings_from_params(params: dict) -> SimpleNamespace:
 def power_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
     """|STFT|^2 with a periodic Hann window, centred frames: (B, T) -> (B, n_fft//2+1, frames)."""
     pad_mode = "reflect" if wave.shape[-1] > n_fft // 2 else "constant"  # reflect needs T > n_fft/2
-    spec = torch.stft(wave, n_fft=n_fft, hop_length=hop_length, window=_hann(n_fft), center=True,
-                      pad_mode=pad_mode, return_complex=True)
+    spec = torch.stft(
+        wave,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        window=_hann(n_fft),
+        center=True,
+        pad_mode=pad_mode,
+        return_complex=True,
+    )
     return spec.real.square() + spec.imag.square()
 
 
@@ -110,8 +123,15 @@ def log_mel(wave: torch.Tensor, prep) -> torch.Tensor:
     batched = wave.dim() == 2
     wave = wave if batched else wave[None]  # (B, T)
     power = power_spectrogram(wave, int(prep.n_fft), int(prep.hop_length))  # (B, n_freqs, F)
-    fb = mel_filterbank(power.shape[1], float(prep.f_min), float(prep.f_max), int(prep.n_mels),
-                        int(prep.sample_rate), str(prep.mel_scale), str(prep.mel_norm))  # (n_freqs, n_mels)
+    fb = mel_filterbank(
+        power.shape[1],
+        float(prep.f_min),
+        float(prep.f_max),
+        int(prep.n_mels),
+        int(prep.sample_rate),
+        str(prep.mel_scale),
+        str(prep.mel_norm),
+    )  # (n_freqs, n_mels)
     mel = torch.einsum("bft,fm->bmt", power, fb)  # (B, n_mels, F)
     out = torch.log(mel + float(prep.log_eps))
     return out if batched else out[0]

@@ -7,6 +7,7 @@ per chunk (see `opt.data.shards`). Everything is built in `<prepared>.partial` a
 place at the end, so a failed run never leaves a half-written dataset. `params.json` holds every
 preprocessing parameter with the counts: the features are versioned with their parameters.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,10 @@ import multiprocessing as mp
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -28,9 +29,9 @@ from opt.data import mel as melspec
 from opt.data.contact_sheet import write_contact_sheet
 from opt.data.dataset import PARAMS
 from opt.data.manifest import MANIFEST, SPLITS, read_jsonl
-from opt.files import sha256_file
 from opt.data.shards import FIELD_DTYPES, SplitWriter, open_shard, read_index, read_records
 from opt.data.text import TOKENIZER_FILE, CaptionTokenizer, train_tokenizer
+from opt.files import sha256_file
 
 FORMAT_VERSION = 1
 CONTACT_SHEET = "contact_sheet.png"
@@ -61,13 +62,18 @@ def featurize(media: tuple[str, str]) -> dict:
     wave = load_audio(raw_dir / media[1], s.sample_rate)
     kept = wave[: melspec.max_samples(s)]
     mel = melspec.log_mel(torch.from_numpy(kept), s).numpy()  # (n_mels, F)
-    return {"images": np.asarray(image, dtype=np.uint8).transpose(2, 0, 1),  # (3, S, S)
-            "mel": mel.astype(np.float16), "mel_frames": np.int32(mel.shape[1]),
-            "audio_seconds": wave.size / s.sample_rate, "audio_truncated": kept.size < wave.size,
-            "mel_sum": mel.astype(np.float64).sum(axis=1), "mel_sumsq": np.square(mel, dtype=np.float64).sum(axis=1)}
+    return {
+        "images": np.asarray(image, dtype=np.uint8).transpose(2, 0, 1),  # (3, S, S)
+        "mel": mel.astype(np.float16),
+        "mel_frames": np.int32(mel.shape[1]),
+        "audio_seconds": wave.size / s.sample_rate,
+        "audio_truncated": kept.size < wave.size,
+        "mel_sum": mel.astype(np.float64).sum(axis=1),
+        "mel_sumsq": np.square(mel, dtype=np.float64).sum(axis=1),
+    }
 
 
-class Decoder:
+class FeaturizerPool:
     """Featurizes media over `workers` processes (ordered), or inline when workers <= 1."""
 
     def __init__(self, workers: int, raw_dir: Path, settings: SimpleNamespace):
@@ -109,8 +115,13 @@ def chunks(records: Iterator[dict], size: int) -> Iterator[list[dict]]:
 
 
 def new_totals(n_mels: int) -> dict:
-    return {"truncated_audio": 0, "frames": 0, "max_mel_frames": 0,
-            "mel_sum": np.zeros(n_mels), "mel_sumsq": np.zeros(n_mels)}
+    return {
+        "truncated_audio": 0,
+        "frames": 0,
+        "max_mel_frames": 0,
+        "mel_sum": np.zeros(n_mels),
+        "mel_sumsq": np.zeros(n_mels),
+    }
 
 
 def add_item(totals: dict, item: dict) -> None:
@@ -125,12 +136,18 @@ def add_item(totals: dict, item: dict) -> None:
 def prepared_record(record: dict, item: dict) -> dict:
     """The record kept beside the features: raw fields (minus bulky ones) plus audio facts."""
     kept = {k: v for k, v in record.items() if k not in DROPPED_FIELDS}
-    return {**kept, "audio_seconds": item["audio_seconds"], "audio_truncated": item["audio_truncated"],
-            "mel_frames": int(item["mel_frames"]), "token_count": int(item["token_count"])}
+    return {
+        **kept,
+        "audio_seconds": item["audio_seconds"],
+        "audio_truncated": item["audio_truncated"],
+        "mel_frames": int(item["mel_frames"]),
+        "token_count": int(item["token_count"]),
+    }
 
 
-def prepare_split(manifest: Path, split: str, tokenizer: CaptionTokenizer, decoder: Decoder, prep,
-                  out_dir: Path, bar) -> dict:
+def prepare_split(
+    manifest: Path, split: str, tokenizer: CaptionTokenizer, decoder: FeaturizerPool, prep, out_dir: Path, bar
+) -> dict:
     """Decode, featurize and shard one split; returns its counts and mel sums (for stats)."""
     writer = SplitWriter(out_dir, pad_values={"mel": melspec.pad_value(prep)})
     totals = new_totals(int(prep.n_mels))
@@ -150,7 +167,7 @@ def mel_statistics(split_totals: dict) -> dict:
     """Per-mel-bin mean and std over the true frames of a split (for input normalisation)."""
     frames = max(split_totals["frames"], 1)
     mean = split_totals["mel_sum"] / frames
-    std = np.sqrt(np.maximum(split_totals["mel_sumsq"] / frames - mean ** 2, 0.0))
+    std = np.sqrt(np.maximum(split_totals["mel_sumsq"] / frames - mean**2, 0.0))
     return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
 
 
@@ -159,16 +176,31 @@ def build_params(prep, tokenizer: CaptionTokenizer, splits: dict, manifest: Path
     return {
         "format_version": FORMAT_VERSION,
         "prepare": OmegaConf.to_container(prep) if OmegaConf.is_config(prep) else dict(vars(prep)),
-        "image": {"size": int(prep.image_size), "layout": "CHW", "dtype": "uint8", "channels": "RGB",
-                  "resize": "lanczos to a square (aspect not kept)"},
-        "mel": {**melspec.mel_settings(prep), "window": "hann (periodic)", "center": True, "pad_mode": "reflect",
-                "power": 2.0, "log": "ln(mel + log_eps)", "dtype": "float16",
-                "max_samples": melspec.max_samples(prep), "max_frames": melspec.max_frames(prep),
-                "pad_value": melspec.pad_value(prep)},
+        "image": {
+            "size": int(prep.image_size),
+            "layout": "CHW",
+            "dtype": "uint8",
+            "channels": "RGB",
+            "resize": "lanczos to a square (aspect not kept)",
+        },
+        "mel": {
+            **melspec.mel_settings(prep),
+            "window": "hann (periodic)",
+            "center": True,
+            "pad_mode": "reflect",
+            "power": 2.0,
+            "log": "ln(mel + log_eps)",
+            "dtype": "float16",
+            "max_samples": melspec.max_samples(prep),
+            "max_frames": melspec.max_frames(prep),
+            "pad_value": melspec.pad_value(prep),
+        },
         "text": tokenizer.describe(),
         "mel_stats": {"split": "train", **mel_statistics(splits["train"])},
-        "splits": {name: {k: v for k, v in s.items() if k not in ("mel_sum", "mel_sumsq", "frames")}
-                   for name, s in splits.items()},
+        "splits": {
+            name: {k: v for k, v in s.items() if k not in ("mel_sum", "mel_sumsq", "frames")}
+            for name, s in splits.items()
+        },
         "shards": {"size": int(prep.shard_size), "arrays": {k: np.dtype(v).name for k, v in FIELD_DTYPES.items()}},
         "source": {"manifest_sha256": sha256_file(manifest)},
     }
@@ -190,8 +222,9 @@ def contact_sheet_items(prepared: Path, n_items: int) -> tuple[list, list, list]
 
 def decoding_settings(prep) -> SimpleNamespace:
     """The picklable subset of the config that workers need."""
-    return SimpleNamespace(image_size=int(prep.image_size), max_audio_seconds=float(prep.max_audio_seconds),
-                           **melspec.mel_settings(prep))
+    return SimpleNamespace(
+        image_size=int(prep.image_size), max_audio_seconds=float(prep.max_audio_seconds), **melspec.mel_settings(prep)
+    )
 
 
 def count_splits(manifest: Path) -> dict[str, int]:
@@ -205,10 +238,11 @@ def count_splits(manifest: Path) -> dict[str, int]:
 
 def write_features(manifest: Path, raw: Path, prep, work: Path, total: int) -> tuple[CaptionTokenizer, dict]:
     """Tokenizer and every split's shards into `work`; returns the tokenizer and split totals."""
-    decoder = Decoder(worker_count(prep), raw, decoding_settings(prep))  # fork before tokenizers starts threads
+    decoder = FeaturizerPool(worker_count(prep), raw, decoding_settings(prep))  # fork before tokenizers starts threads
     try:
-        tokenizer = train_tokenizer((r["caption"] for r in split_records(manifest, "train")),
-                                    int(prep.vocab_size), int(prep.max_text_tokens))
+        tokenizer = train_tokenizer(
+            (r["caption"] for r in split_records(manifest, "train")), int(prep.vocab_size), int(prep.max_text_tokens)
+        )
         tokenizer.save(work / TOKENIZER_FILE)
         with tqdm(total=total, desc="prepare", unit="triplet") as bar:
             splits = {s: prepare_split(manifest, s, tokenizer, decoder, prep, work / s, bar) for s in SPLITS}
@@ -233,8 +267,12 @@ def prepare(cfg) -> dict:
     work.rename(final)
     seconds = time.perf_counter() - start
     total = sum(s["records"] for s in splits.values())
-    summary = {"prepared_dir": str(final), "counts": {s: v["records"] for s, v in splits.items()},
-               "skipped_other_splits": sum(v for k, v in counts.items() if k not in SPLITS),
-               "seconds": round(seconds, 3), "triplets_per_second": round(total / max(seconds, 1e-9), 1)}
+    summary = {
+        "prepared_dir": str(final),
+        "counts": {s: v["records"] for s, v in splits.items()},
+        "skipped_other_splits": sum(v for k, v in counts.items() if k not in SPLITS),
+        "seconds": round(seconds, 3),
+        "triplets_per_second": round(total / max(seconds, 1e-9), 1),
+    }
     print(f"prepare: {total} triplets in {seconds:.1f} s ({summary['triplets_per_second']} triplets/s) -> {final}")
     return summary

@@ -4,6 +4,7 @@ Optional photo stamps: when `data.use_stamps` is on and Debian's `tuxpaint-stamp
 is installed, a few clip-art nouns ("dog", "apple", ...) join the shapes; a stamp is drawn
 tinted in its object's colour so "a blue dog" is true of the image.
 """
+
 from __future__ import annotations
 
 import math

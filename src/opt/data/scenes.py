@@ -10,6 +10,7 @@ index) and the plan, whose first i entries do not depend on `n`:
 Split membership follows a seeded golden-ratio (Weyl) sequence, so the fractions hold closely
 and even 20 scenes hit every split.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,8 +19,14 @@ import numpy as np
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "hexagon", "cross", "heart")
 COLORS = {
-    "red": (214, 40, 40), "orange": (245, 130, 20), "yellow": (235, 200, 20), "green": (40, 150, 60),
-    "blue": (40, 90, 215), "purple": (130, 55, 180), "pink": (240, 110, 175), "brown": (125, 75, 35),
+    "red": (214, 40, 40),
+    "orange": (245, 130, 20),
+    "yellow": (235, 200, 20),
+    "green": (40, 150, 60),
+    "blue": (40, 90, 215),
+    "purple": (130, 55, 180),
+    "pink": (240, 110, 175),
+    "brown": (125, 75, 35),
 }
 SIZES = ("small", "large")
 SIZE_FRACTION = {"small": 0.55, "large": 0.9}  # side of the object's box / side of a grid cell
@@ -41,8 +48,13 @@ class SceneObject:
     bbox: tuple[int, int, int, int]  # (x0, y0, x1, y1) pixels, x1/y1 exclusive
 
     def to_record(self) -> dict:
-        return {"shape": self.shape, "color": self.color, "size": self.size,
-                "position": list(self.position), "bbox": list(self.bbox)}
+        return {
+            "shape": self.shape,
+            "color": self.color,
+            "size": self.size,
+            "position": list(self.position),
+            "bbox": list(self.bbox),
+        }
 
 
 @dataclass
@@ -117,8 +129,9 @@ def plan_dataset(data_cfg, shapes=SHAPES) -> DatasetPlan:
     """The whole dataset's plan from `cfg.data` (seed, n, fractions, heldout_pairs)."""
     pairs = plan_pairs(int(data_cfg.seed), int(data_cfg.heldout_pairs), tuple(shapes))
     compositional = float(data_cfg.compositional_fraction) if pairs.heldout else 0.0
-    scenes = plan_splits(int(data_cfg.seed), int(data_cfg.n), float(data_cfg.val_fraction),
-                         float(data_cfg.test_fraction), compositional)
+    scenes = plan_splits(
+        int(data_cfg.seed), int(data_cfg.n), float(data_cfg.val_fraction), float(data_cfg.test_fraction), compositional
+    )
     return DatasetPlan(pairs, scenes)
 
 
@@ -130,8 +143,11 @@ def scene_pairs(rng: np.random.Generator, plan: ScenePlan, pairs: PairPlan, k: i
         first = pairs.train_order[plan.n_train_before % len(pairs.train_order)]
     else:
         pool = covered
-        first = pairs.heldout[rng.integers(len(pairs.heldout))] if plan.split == "test_compositional" \
+        first = (
+            pairs.heldout[rng.integers(len(pairs.heldout))]
+            if plan.split == "test_compositional"
             else covered[rng.integers(len(covered))]
+        )
     chosen = [first]
     while len(chosen) < k:
         repeat = rng.random() < DUPLICATE_PROBABILITY
@@ -168,8 +184,9 @@ def relations_of(objects: list[SceneObject]) -> list[tuple[int, str, int]]:
     return relations
 
 
-def sample_scene(rng: np.random.Generator, plan: ScenePlan, pairs: PairPlan,
-                 image_size: int, max_objects: int = 3) -> Scene:
+def sample_scene(
+    rng: np.random.Generator, plan: ScenePlan, pairs: PairPlan, image_size: int, max_objects: int = 3
+) -> Scene:
     """Draw one scene: objects (in reading order), their relations and a light background."""
     k = int(rng.integers(1, min(max_objects, GRID * GRID) + 1))
     cells = sorted(divmod(int(c), GRID) for c in rng.choice(GRID * GRID, size=k, replace=False))

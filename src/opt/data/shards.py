@@ -12,6 +12,7 @@ Layout of one split (`prepared/<split>/`):
 Each array is written through `np.lib.format.open_memmap`, one item at a time, so only the
 shard being written is ever in memory; readers open them with `mmap_mode="r"`.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,12 @@ class SplitWriter:
         name = shard_name(len(self.shards))
         shard_dir = self.split_dir / name
         shard_dir.mkdir(parents=True, exist_ok=True)
-        shapes = {field: write_array(shard_dir / f"{field}.npy", [item[field] for item in items], dtype,
-                                     self.pad_values.get(field, 0)) for field, dtype in FIELD_DTYPES.items()}
+        shapes = {
+            field: write_array(
+                shard_dir / f"{field}.npy", [item[field] for item in items], dtype, self.pad_values.get(field, 0)
+            )
+            for field, dtype in FIELD_DTYPES.items()
+        }
         for row, record in enumerate(records):
             self._records.write(dumps({**record, "index": self.count + row, "shard": name, "row": row}) + "\n")
         entry = {"name": name, "count": len(items), "mel_width": int(shapes["mel"][-1])}

@@ -6,6 +6,7 @@ worker processes in fixed blocks of `SCENES_PER_ENGINE` consecutive indices; eac
 from a freshly reloaded eSpeak engine (`opt.data.tts.reset`), so files and records are
 byte-identical whatever the number of workers.
 """
+
 from __future__ import annotations
 
 import io
@@ -13,13 +14,13 @@ import multiprocessing
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from math import gcd
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -129,9 +130,11 @@ def add_noise(speech: np.ndarray, rng: np.random.Generator, data) -> tuple[np.nd
 
 
 def choose_voice(rng: np.random.Generator, data) -> dict:
-    return {"name": str(data.voices[rng.integers(len(data.voices))]),
-            "rate": int(rng.integers(data.rate_range[0], data.rate_range[1] + 1)),
-            "pitch": int(rng.integers(data.pitch_range[0], data.pitch_range[1] + 1))}
+    return {
+        "name": str(data.voices[rng.integers(len(data.voices))]),
+        "rate": int(rng.integers(data.rate_range[0], data.rate_range[1] + 1)),
+        "pitch": int(rng.integers(data.pitch_range[0], data.pitch_range[1] + 1)),
+    }
 
 
 def narrate(caption: str, voice: dict, rng: np.random.Generator, data) -> tuple[np.ndarray, list, float | None]:
@@ -157,9 +160,15 @@ def make_scene(plan: ScenePlan) -> dict:
     audio, timed, snr_db = narrate(caption, voice, rng, data)
     write_flac(audio, ctx.raw_dir / "audio" / f"{name}_0.flac")
     return {
-        "dataset_id": DATASET_ID, "image_id": name, "annotator_id": 0, "caption": caption,
-        "timed_caption": timed, "traces": [], "voice_recording": f"audio/{name}_0.flac",
-        "image": f"images/{name}.png", "split": scene.split,
+        "dataset_id": DATASET_ID,
+        "image_id": name,
+        "annotator_id": 0,
+        "caption": caption,
+        "timed_caption": timed,
+        "traces": [],
+        "voice_recording": f"audio/{name}_0.flac",
+        "image": f"images/{name}.png",
+        "split": scene.split,
         "audio_seconds": round(audio.size / SAMPLE_RATE, 3),
         "objects": [obj.to_record() for obj in scene.objects],
         "relations": [{"subject": s, "relation": r, "object": o} for s, r, o in scene.relations],

@@ -10,16 +10,18 @@ Every caption is encoded as `[CLS] pieces... [SEP]`, truncated and padded to a f
 the text decoder may read [CLS]/[SEP] as start/end or use [BOS]/[EOS] (both exist).
 `tokenizer.json` carries the padding and truncation settings, so serving needs only that file.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]")
 PAD, UNK, CLS, SEP, MASK, BOS, EOS = SPECIAL_TOKENS
+SPECIAL_IDS = {token: i for i, token in enumerate(SPECIAL_TOKENS)}  # every CaptionTokenizer checks it holds
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -29,13 +31,18 @@ class CaptionTokenizer:
     def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer
         ids = [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS]
-        if ids != list(range(len(SPECIAL_TOKENS))):
+        if ids != list(SPECIAL_IDS.values()):
             raise ValueError(f"special tokens must have ids 0..{len(SPECIAL_TOKENS) - 1}, got {ids}")
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id, self.bos_id, self.eos_id = ids
         padding = tokenizer.padding
         if padding is None or padding.get("length") is None:
             raise ValueError("tokenizer has no fixed-length padding; build it with train_tokenizer")
         self.max_length = int(padding["length"])
+
+    @property
+    def special_count(self) -> int:
+        """Ids below this are special tokens."""
+        return len(SPECIAL_TOKENS)
 
     @property
     def vocab_size(self) -> int:
@@ -57,21 +64,32 @@ class CaptionTokenizer:
         self.tokenizer.save(str(path))
 
     @classmethod
-    def load(cls, path: Path) -> "CaptionTokenizer":
+    def load(cls, path: Path) -> CaptionTokenizer:
         return cls(Tokenizer.from_file(str(path)))
 
     def describe(self) -> dict:
         """What params.json records about the tokenizer."""
-        return {"type": "bpe", "pre_tokenizer": "metaspace", "lowercase": True, "vocab_size": self.vocab_size, "max_length": self.max_length,
-                "template": f"{CLS} $A {SEP}", "special_tokens": {t: i for i, t in enumerate(SPECIAL_TOKENS)}}
+        return {
+            "type": "bpe",
+            "pre_tokenizer": "metaspace",
+            "lowercase": True,
+            "vocab_size": self.vocab_size,
+            "max_length": self.max_length,
+            "template": f"{CLS} $A {SEP}",
+            "special_tokens": {t: i for i, t in enumerate(SPECIAL_TOKENS)},
+        }
 
 
 def untrained_bpe() -> Tokenizer:
     """An empty BPE pipeline: lowercase normaliser, "▁"-marked words, exact decoder."""
     tokenizer = Tokenizer(models.BPE(unk_token=UNK))
-    tokenizer.normalizer = normalizers.Sequence([
-        normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True, handle_chinese_chars=False),
-        normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip()])
+    tokenizer.normalizer = normalizers.Sequence(
+        [
+            normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True, handle_chinese_chars=False),
+            normalizers.Replace(Regex(r"\s+"), " "),
+            normalizers.Strip(),
+        ]
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     return tokenizer
@@ -82,12 +100,14 @@ def train_tokenizer(train_captions: Iterable[str], vocab_size: int, max_length: 
     if max_length < 3:
         raise ValueError("max_length must leave room for [CLS], one token and [SEP]")
     tokenizer = untrained_bpe()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                  min_frequency=1, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), min_frequency=1, show_progress=False
+    )
     tokenizer.train_from_iterator(train_captions, trainer=trainer)
     cls_id, sep_id = tokenizer.token_to_id(CLS), tokenizer.token_to_id(SEP)
     tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{CLS} $A {SEP}", special_tokens=[(CLS, cls_id), (SEP, sep_id)])
+        single=f"{CLS} $A {SEP}", special_tokens=[(CLS, cls_id), (SEP, sep_id)]
+    )
     tokenizer.enable_truncation(max_length=max_length)
     tokenizer.enable_padding(length=max_length, pad_id=0, pad_token=PAD)
     return CaptionTokenizer(tokenizer)

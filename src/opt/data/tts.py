@@ -13,13 +13,14 @@ of scenes instead, which is as deterministic and cheaper. Voice names are resolv
 process to voice-file identifiers ("en-us+f3" -> "gmw/en-US+f3"), which load without
 scanning every voice file.
 """
+
 from __future__ import annotations
 
 import ctypes
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -45,9 +46,14 @@ class _Event(ctypes.Structure):
     """`espeak_EVENT` from speak_lib.h."""
 
     _fields_ = [
-        ("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
-        ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
-        ("user_data", ctypes.c_void_p), ("id", _EventId),
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", _EventId),
     ]
 
 
@@ -161,8 +167,14 @@ def _declare_signatures(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.espeak_GetCurrentVoice.restype = ctypes.POINTER(_Voice)
     lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.espeak_Synth.argtypes = [
-        ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-        ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.POINTER(ctypes.c_uint),
+        ctypes.c_void_p,
     ]
     if hasattr(lib, "espeak_ng_SetRandSeed"):
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
@@ -216,8 +228,9 @@ def reset(voices: Sequence[str] = ()) -> int:
         return engine.sample_rate
 
 
-def speak(text: str, voice: str = "en", rate: int = 175, pitch: int = 50, seed: int = 0,
-          fresh: bool = True) -> Utterance:
+def speak(
+    text: str, voice: str = "en", rate: int = 175, pitch: int = 50, seed: int = 0, fresh: bool = True
+) -> Utterance:
     """Speak `text` with a voice (e.g. "en-us+f3"), rate in words/min and pitch 0-100.
 
     With `fresh` the samples depend only on the arguments; without, also on what the
@@ -254,5 +267,7 @@ def word_timings(utterance: Utterance, text: str, duration: float | None = None)
     starts = np.interp(offsets, [o for o, _ in anchors], [s for _, s in anchors])
     starts = np.minimum(np.maximum.accumulate(np.round(starts, 3)), end)
     ends = list(starts[1:]) + [end]
-    return [{"utterance": word, "start_time": float(s), "end_time": float(e)}
-            for (_, word), s, e in zip(tokens, starts, ends)]
+    return [
+        {"utterance": word, "start_time": float(s), "end_time": float(e)}
+        for (_, word), s, e in zip(tokens, starts, ends)
+    ]

@@ -6,6 +6,7 @@ same way. Reports: `reports/validation.md` (readable table) and `reports/validat
 (summary, per-check results, `metrics` for `dvc metrics show`). A failing dataset raises
 StageFailed naming the failed checks, after the reports are written.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,14 @@ def count_lines(path_: Path) -> int:
 
 
 def dataset_check(name: str, rule: str, success: bool, observed: str) -> dict:
-    return {"name": name, "frame": "dataset", "expectation": rule, "column": "", "success": bool(success),
-            "observed": observed}
+    return {
+        "name": name,
+        "frame": "dataset",
+        "expectation": rule,
+        "column": "",
+        "success": bool(success),
+        "observed": observed,
+    }
 
 
 def dataset_checks(cfg, kept: int, quarantined: int, unparsable: int, manifest_found: bool = True) -> list[dict]:
@@ -78,12 +85,24 @@ def dataset_checks(cfg, kept: int, quarantined: int, unparsable: int, manifest_f
     total = kept + quarantined
     ratio = quarantined / total if total else 0.0
     return [
-        dataset_check("dataset_not_empty", f"records >= {v.min_records}", kept >= v.min_records,
-                      f"{kept} records" + ("" if manifest_found else f" (no {MANIFEST})")),
-        dataset_check("bad_record_ratio", f"quarantined / (kept + quarantined) <= {v.max_bad_ratio}",
-                      ratio <= v.max_bad_ratio, f"{quarantined} of {total} quarantined ({ratio:.1%})"),
-        dataset_check("manifest_lines_are_records", "every manifest line is a JSON object", unparsable == 0,
-                      f"{unparsable} unparsable lines"),
+        dataset_check(
+            "dataset_not_empty",
+            f"records >= {v.min_records}",
+            kept >= v.min_records,
+            f"{kept} records" + ("" if manifest_found else f" (no {MANIFEST})"),
+        ),
+        dataset_check(
+            "bad_record_ratio",
+            f"quarantined / (kept + quarantined) <= {v.max_bad_ratio}",
+            ratio <= v.max_bad_ratio,
+            f"{quarantined} of {total} quarantined ({ratio:.1%})",
+        ),
+        dataset_check(
+            "manifest_lines_are_records",
+            "every manifest line is a JSON object",
+            unparsable == 0,
+            f"{unparsable} unparsable lines",
+        ),
     ]
 
 
@@ -92,16 +111,26 @@ def dataset_checks(cfg, kept: int, quarantined: int, unparsable: int, manifest_f
 
 def schema_specs() -> list[tuple[str, str, dict]]:
     """Record schema: required columns present and non-null, types, split values, unique keys."""
-    specs = [("schema_required_columns", "ExpectTableColumnsToMatchSet",
-              {"column_set": list(RECORD_FIELDS), "exact_match": False})]
+    specs = [
+        (
+            "schema_required_columns",
+            "ExpectTableColumnsToMatchSet",
+            {"column_set": list(RECORD_FIELDS), "exact_match": False},
+        )
+    ]
     specs += [(f"not_null_{c}", "ExpectColumnValuesToNotBeNull", {"column": c}) for c in RECORD_FIELDS]
-    specs += [(f"type_{c}", "ExpectColumnValuesToBeOfType", {"column": c, "type_": "str"})
-              for c in ("dataset_id", "image_id", "caption", "voice_recording", "image")]
+    specs += [
+        (f"type_{c}", "ExpectColumnValuesToBeOfType", {"column": c, "type_": "str"})
+        for c in ("dataset_id", "image_id", "caption", "voice_recording", "image")
+    ]
     return specs + [
         ("type_annotator_id", "ExpectColumnValuesToBeInTypeList", {"column": "annotator_id", "type_list": INT_TYPES}),
         ("split_in_allowed_set", "ExpectColumnValuesToBeInSet", {"column": "split", "value_set": list(SPLITS)}),
-        ("record_key_unique", "ExpectCompoundColumnsToBeUnique",
-         {"column_list": ["dataset_id", "image_id", "annotator_id"]}),
+        (
+            "record_key_unique",
+            "ExpectCompoundColumnsToBeUnique",
+            {"column_list": ["dataset_id", "image_id", "annotator_id"]},
+        ),
     ]
 
 
@@ -110,31 +139,54 @@ def content_specs(cfg) -> list[tuple[str, str, dict]]:
     v, size = cfg.validate, cfg.data.image_size
     side = {"min_value": v.min_image_side, "max_value": max(cfg.ingest.max_image_side, size)}
     return [
-        ("caption_words_in_range", "ExpectColumnValuesToBeBetween",
-         {"column": "caption_words", "min_value": v.min_caption_words, "max_value": v.max_caption_words}),
+        (
+            "caption_words_in_range",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "caption_words", "min_value": v.min_caption_words, "max_value": v.max_caption_words},
+        ),
         ("media_readable", "ExpectColumnValuesToBeNull", {"column": "media_error"}),
         ("image_mode_rgb", "ExpectColumnValuesToBeInSet", {"column": "image_mode", "value_set": ["RGB"]}),
         ("image_width_in_range", "ExpectColumnValuesToBeBetween", {"column": "image_width", **side}),
         ("image_height_in_range", "ExpectColumnValuesToBeBetween", {"column": "image_height", **side}),
-        ("synthetic_image_size", "ExpectColumnValuesToBeInSet",
-         {"column": "image_size_px", "value_set": [f"{size}x{size}"], "row_condition": ("is_synthetic", "==", True)}),
-        ("audio_duration_in_range", "ExpectColumnValuesToBeBetween",
-         {"column": "audio_duration", "min_value": v.min_audio_seconds, "max_value": v.max_audio_seconds}),
+        (
+            "synthetic_image_size",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "image_size_px", "value_set": [f"{size}x{size}"], "row_condition": ("is_synthetic", "==", True)},
+        ),
+        (
+            "audio_duration_in_range",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "audio_duration", "min_value": v.min_audio_seconds, "max_value": v.max_audio_seconds},
+        ),
         ("audio_level", "ExpectColumnValuesToBeBetween", {"column": "audio_rms", "min_value": v.min_audio_rms}),
-        ("audio_sample_rate", "ExpectColumnValuesToBeInSet",
-         {"column": "audio_sample_rate", "value_set": [SAMPLE_RATE]}),
+        (
+            "audio_sample_rate",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "audio_sample_rate", "value_set": [SAMPLE_RATE]},
+        ),
         ("audio_mono", "ExpectColumnValuesToBeInSet", {"column": "audio_channels", "value_set": [1]}),
-        ("audio_seconds_match_media", "ExpectColumnValuesToBeBetween",
-         {"column": "audio_seconds_error", "max_value": v.audio_seconds_tolerance}),
+        (
+            "audio_seconds_match_media",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "audio_seconds_error", "max_value": v.audio_seconds_tolerance},
+        ),
     ]
 
 
 def expectation_specs(cfg) -> dict[str, list[tuple[str, str, dict]]]:
     """(check name, GX expectation class, arguments) of each frame's suite."""
     labels = [("labels_seen_in_train", "ExpectColumnValuesToBeBetween", {"column": "train_objects", "min_value": 1})]
-    splits = [("split_sizes", "ExpectColumnValuesToBeBetween",
-               {"column": "records", "min_value": cfg.validate.min_split_records,
-                "row_condition": ("split", "in", list(REQUIRED_SPLITS))})]
+    splits = [
+        (
+            "split_sizes",
+            "ExpectColumnValuesToBeBetween",
+            {
+                "column": "records",
+                "min_value": cfg.validate.min_split_records,
+                "row_condition": ("split", "in", list(REQUIRED_SPLITS)),
+            },
+        )
+    ]
     return {"records": schema_specs() + content_specs(cfg), "labels": labels, "splits": splits}
 
 
@@ -168,11 +220,15 @@ def run_suites(cfg, frames: dict) -> list[dict]:
     checks = []
     for frame, specs in expectation_specs(cfg).items():
         batch = source.add_dataframe_asset(name=frame).add_batch_definition_whole_dataframe("whole")
-        suite = context.suites.add(gx.ExpectationSuite(
-            name=frame, expectations=[make_expectation(gx, *spec) for spec in specs]))
+        suite = context.suites.add(
+            gx.ExpectationSuite(name=frame, expectations=[make_expectation(gx, *spec) for spec in specs])
+        )
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=frame, data=batch, suite=suite))
-        result_format = {"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES,
-                         "unexpected_index_column_names": [ID_COLUMNS[frame]]}
+        result_format = {
+            "result_format": "SUMMARY",
+            "partial_unexpected_count": EXAMPLES,
+            "unexpected_index_column_names": [ID_COLUMNS[frame]],
+        }
         result = definition.run(batch_parameters={"dataframe": frames[frame]}, result_format=result_format)
         by_name = {r.expectation_config.meta["name"]: r for r in result.results}
         checks += [check_from_result(frame, by_name[name]) for name, _, _ in specs]
@@ -188,10 +244,16 @@ def check_from_result(frame: str, result) -> dict:
     kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "result_format")}
     column = kwargs.pop("column", None) or ", ".join(kwargs.pop("column_list", None) or [])
     details = result.result or {}
-    return {"name": config.meta["name"], "frame": frame, "expectation": describe_rule(config.type, kwargs),
-            "column": column, "success": bool(result.success),
-            "observed": describe_observed(result, ID_COLUMNS[frame]),
-            "unexpected_count": details.get("unexpected_count"), "element_count": details.get("element_count")}
+    return {
+        "name": config.meta["name"],
+        "frame": frame,
+        "expectation": describe_rule(config.type, kwargs),
+        "column": column,
+        "success": bool(result.success),
+        "observed": describe_observed(result, ID_COLUMNS[frame]),
+        "unexpected_count": details.get("unexpected_count"),
+        "element_count": details.get("element_count"),
+    }
 
 
 def describe_rule(kind: str, kwargs: dict) -> str:
@@ -262,9 +324,11 @@ def summarize(checks: list[dict], frames: dict, quarantined: int) -> dict:
     failed = [c["name"] for c in checks if not c["success"]]
     total = len(records) + quarantined
     metrics = {
-        "records": len(records), "quarantined": quarantined,
+        "records": len(records),
+        "quarantined": quarantined,
         "bad_ratio": round(quarantined / total, 6) if total else 0.0,
-        "checks": len(checks), "failed_checks": len(failed),
+        "checks": len(checks),
+        "failed_checks": len(failed),
         "splits": {str(s): int(n) for s, n in zip(splits["split"], splits["records"])},
         "labels": len(frames["labels"]),
         "mean_caption_words": mean(records, "caption_words"),
@@ -286,22 +350,45 @@ def markdown_report(summary: dict) -> str:
     """The human-readable report: verdict, dataset numbers, failed checks, every check."""
     m, checks = summary["metrics"], summary["checks"]
     verdict = "PASSED" if summary["success"] else "FAILED"
-    lines = [f"# Validation report: {verdict}", "",
-             f"{len(checks) - len(summary['failed'])} of {len(checks)} checks passed "
-             "(Great Expectations suites on the records, labels and splits frames, plus dataset checks).", "",
-             "| records | quarantined | bad ratio | " + " | ".join(m["splits"]) + " |",
-             "|---" * (3 + len(m["splits"])) + "|",
-             f"| {m['records']} | {m['quarantined']} | {m['bad_ratio']:.2%} | "
-             + " | ".join(str(n) for n in m["splits"].values()) + " |", ""]
+    lines = [
+        f"# Validation report: {verdict}",
+        "",
+        f"{len(checks) - len(summary['failed'])} of {len(checks)} checks passed "
+        "(Great Expectations suites on the records, labels and splits frames, plus dataset checks).",
+        "",
+        "| records | quarantined | bad ratio | " + " | ".join(m["splits"]) + " |",
+        "|---" * (3 + len(m["splits"])) + "|",
+        f"| {m['records']} | {m['quarantined']} | {m['bad_ratio']:.2%} | "
+        + " | ".join(str(n) for n in m["splits"].values())
+        + " |",
+        "",
+    ]
     if summary["failed"]:
         lines += ["## Failed checks", ""]
         lines += [f"- **{c['name']}** ({c['frame']}): {c['observed']}" for c in checks if not c["success"]]
         lines.append("")
-    lines += ["## All checks", "", "| check | frame | column | expectation | result | observed |",
-              "|---|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(markdown_cell(v) for v in (c["name"], c["frame"], c["column"], c["expectation"],
-                                                              "pass" if c["success"] else "**FAIL**",
-                                                              c["observed"])) + " |" for c in checks]
+    lines += [
+        "## All checks",
+        "",
+        "| check | frame | column | expectation | result | observed |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        "| "
+        + " | ".join(
+            markdown_cell(v)
+            for v in (
+                c["name"],
+                c["frame"],
+                c["column"],
+                c["expectation"],
+                "pass" if c["success"] else "**FAIL**",
+                c["observed"],
+            )
+        )
+        + " |"
+        for c in checks
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -309,7 +396,8 @@ def write_reports(reports_dir: Path, summary: dict) -> Path:
     """Write validation.json and validation.md; returns the markdown path."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     (reports_dir / "validation.json").write_text(
-        json.dumps(summary, indent=2, default=jsonable, allow_nan=False) + "\n", encoding="utf-8")
+        json.dumps(summary, indent=2, default=jsonable, allow_nan=False) + "\n", encoding="utf-8"
+    )
     md_path = reports_dir / "validation.md"
     md_path.write_text(markdown_report(summary), encoding="utf-8")
     return md_path

@@ -1,6 +1,8 @@
 """Config dataclasses of the model, the VQ image tokenizer, the pretext objectives and the trainer.
 
-Per-tower sizes live in `ModelConfig`; `configs/model/{tiny,small,base}.yaml` set them.
+Per-tower sizes live in `ModelConfig`; `configs/model/{tiny,small,base}.yaml` set them. Every default here is
+the value of the default composition (`model=small`, `configs/trainer/default.yaml`, ...): tests/test_config.py
+fails on a key declared with two different values.
 """
 
 from __future__ import annotations
@@ -10,17 +12,17 @@ from dataclasses import dataclass, field
 
 @dataclass
 class ModelConfig:
-    name: str = "tiny"
-    dim: int = 64  # width of every tower (tokens are concatenated across modalities)
-    heads: int = 2
+    name: str = "small"  # the defaults are configs/model/small.yaml, the size the default run trains
+    dim: int = 256  # width of every tower (tokens are concatenated across modalities)
+    heads: int = 4
     mlp_ratio: float = 4.0
     dropout: float = 0.0
-    text_layers: int = 1
-    image_layers: int = 1
-    audio_layers: int = 1
-    fusion_layers: int = 1  # the cross-modal encoder
-    text_decoder_layers: int = 1
-    image_decoder_layers: int = 1
+    text_layers: int = 2
+    image_layers: int = 2
+    audio_layers: int = 2
+    fusion_layers: int = 4  # the cross-modal encoder
+    text_decoder_layers: int = 2
+    image_decoder_layers: int = 2
     patch_size: int = 8  # image patch side in pixels; the VQ grid is image_size / patch_size
     audio_patch_frames: int = 16  # mel frames per audio patch (each patch spans all mel bins)
     max_audio_patches: int = 75  # 12 s at 10 ms hop / 16 frames
@@ -81,15 +83,15 @@ class TaskConfig:
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = 200
+    max_steps: int = 250
     batch_size: int = 32
     grad_accum: int = 1
     lr: float = 5e-4
     weight_decay: float = 0.05
-    warmup_steps: int = 20
+    warmup_steps: int = 25
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
-    precision: str = "fp32"  # fp32 | bf16 (autocast; attention kept in fp32 on CPU)
+    precision: str = "bf16"  # fp32 | bf16 (autocast; attention kept in fp32 on CPU)
     compile: bool = False
     device: str = "cpu"  # cpu | cuda | auto
     seed: int = 0

@@ -132,3 +132,11 @@ class VQVAE(nn.Module):
         b = codes.shape[0]
         q = self.codebook.codebook[codes].reshape(b, self.grid, self.grid, -1).permute(0, 3, 1, 2)
         return self.render(q).clamp(0, 1)
+
+
+def build_vq(cfg) -> VQVAE:
+    """A fresh VQ-VAE of the run's `image_tokenizer` config (images of `prepare.image_size`)."""
+    v = cfg.image_tokenizer
+    return VQVAE(
+        cfg.prepare.image_size, cfg.model.patch_size, v.codebook_size, v.code_dim, v.hidden, v.commitment, v.ema_decay
+    )

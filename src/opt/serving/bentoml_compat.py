@@ -1,63 +1,112 @@
-"""Work-arounds for BentoML 1.4.40 defects met by the service, each applied once at import, and
-BentoML's adaptive batching dispatcher used in-process (`adaptive_batcher`).
+"""Every use of BentoML's private modules by the service, in one place (BentoML 1.4.40).
 
-- A multipart file field sent as text is fetched as a URL by BentoML (`MultipartSerde.ensure_file`):
-  refused instead (nothing downloads at runtime, no SSRF).
-- A malformed multipart body raises Starlette's HTTPException, which BentoML answers with a 500:
-  answered with its own 4xx.
-- `FileSchema` (the metadata of a Path input) is unhashable, so an optional file input
-  (Optional[Path]: typing hashes Union members) cannot be declared: hashed by its fields.
+Patches of BentoML defects, applied by `apply_patches()` when `OPTService` is constructed (once
+per process; importing this module or the service patches nothing):
+
+- `MultipartSerde.ensure_file`: a multipart file field sent as text is fetched as a URL by
+  BentoML; refused instead with a 400 (nothing downloads at runtime, no SSRF).
+- `MultipartSerde.parse_request`: a malformed multipart body raises Starlette's HTTPException,
+  which BentoML answers with a 500; answered with its own 4xx.
+
+A defect worked around without a patch: BentoML turns a `Path` input into an uploaded file only
+when the annotation is `Path` or `typing.Optional[Path]` (which then fails: its `FileSchema` is
+unhashable), not `Path | None`. `OptionalFile` declares an optional file input with the public
+`FileSchema` itself.
+
+Private API used as is: `adaptive_batcher` runs BentoML's adaptive batching dispatcher
+(`CorkDispatcher`) in-process.
+
+tests/test_bentoml_compat.py checks each defect is still there in BentoML (an upgrade that fixes
+or renames it fails a test: revisit the patch) and that each patch does its job.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
+from pathlib import Path
+from typing import Annotated
 
 from bentoml.exceptions import BentoMLException
+from bentoml.validators import FileSchema
+
+OptionalFile = Annotated[Path | None, FileSchema()]  # an optional uploaded file (default None)
+MARK = "__opt_patch__"  # set on every replacement function; its `__wrapped__` is BentoML's own
 
 
-def harden_multipart() -> None:
-    """File fields must be uploads (never fetched); a malformed multipart body is a 4xx."""
-    from _bentoml_impl.serde import MultipartSerde
+def refuse_file_urls(ensure_file):
+    """MultipartSerde.ensure_file: file fields must be uploads, never URLs to fetch."""
     from starlette.datastructures import UploadFile
-    from starlette.exceptions import HTTPException
 
-    async def ensure_file(obj):
+    async def uploads_only(obj):
         if isinstance(obj, UploadFile):
             return obj
         raise BentoMLException(
             "file fields must be uploaded files (URLs are not fetched)", error_code=HTTPStatus.BAD_REQUEST
         )
 
-    parse = MultipartSerde.parse_request
+    return uploads_only
 
-    async def parse_request(self, request, cls):
+
+def bad_multipart_is_4xx(parse_request):
+    """MultipartSerde.parse_request: Starlette's HTTPException (a malformed body) -> its own 4xx."""
+    from starlette.exceptions import HTTPException
+
+    async def parse_or_4xx(self, request, cls):
         try:
-            return await parse(self, request, cls)
+            return await parse_request(self, request, cls)
         except HTTPException as e:
             raise BentoMLException(f"bad multipart body: {e.detail}", error_code=HTTPStatus(e.status_code)) from e
 
-    MultipartSerde.ensure_file = staticmethod(ensure_file)
-    MultipartSerde.parse_request = parse_request
+    return parse_or_4xx
 
 
-def hashable_file_schema() -> None:
-    """BentoML 1.4's FileSchema (the metadata of a Path input) is unhashable, which breaks an
-    optional file input (Optional[Path]: typing hashes Union members); hash it by its fields."""
-    from _bentoml_sdk.validators import FileSchema
-
-    if FileSchema.__hash__ is None:
-        FileSchema.__hash__ = lambda self: hash((type(self), self.format, self.content_type))
-
-
-def patch_bentoml() -> None:
-    """Apply the work-arounds (once per process)."""
+def patches() -> list[tuple[type, str, object]]:
+    """(class, attribute, replacement maker) of every patch; the maker takes BentoML's function."""
     from _bentoml_impl.serde import MultipartSerde
 
-    if not getattr(MultipartSerde, "_opt_patched", False):
-        harden_multipart()
-        hashable_file_schema()
-        MultipartSerde._opt_patched = True
+    return [(MultipartSerde, "ensure_file", refuse_file_urls), (MultipartSerde, "parse_request", bad_multipart_is_4xx)]
+
+
+def _function(owner: type, name: str):
+    """owner.name as a plain function (a staticmethod unwrapped) and whether it was a staticmethod."""
+    value = owner.__dict__[name]
+    return (value.__func__, True) if isinstance(value, staticmethod) else (value, False)
+
+
+def original(owner: type, name: str):
+    """BentoML's own function behind owner.name, patched or not."""
+    function, _ = _function(owner, name)
+    return function.__wrapped__ if getattr(function, MARK, False) else function
+
+
+def is_patched(owner: type, name: str) -> bool:
+    return bool(getattr(_function(owner, name)[0], MARK, False))
+
+
+def apply_patches() -> None:
+    """Apply every patch not yet applied in this process (idempotent)."""
+    for owner, name, make in patches():
+        if is_patched(owner, name):
+            continue
+        function, static = _function(owner, name)
+        replacement = make(function)
+        replacement.__wrapped__ = function
+        setattr(replacement, MARK, True)
+        setattr(owner, name, staticmethod(replacement) if static else replacement)
+
+
+def remove_patches() -> None:
+    """Put BentoML's own functions back (for tests)."""
+    for owner, name, _ in patches():
+        if is_patched(owner, name):
+            _, static = _function(owner, name)
+            function = original(owner, name)
+            setattr(owner, name, staticmethod(function) if static else function)
+
+
+def patched() -> dict[str, bool]:
+    """Class.attribute -> whether its patch is applied in this process."""
+    return {f"{owner.__name__}.{name}": is_patched(owner, name) for owner, name, _ in patches()}
 
 
 def adaptive_batcher(function, max_batch_size: int, max_latency_ms: int, executor=None):

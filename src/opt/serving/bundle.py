@@ -1,18 +1,19 @@
 """A self-contained copy of one evaluated run: everything inference needs, nothing else.
 
-The bundle mirrors a run root, so the library's own loaders read it unchanged
-(`load_task_model`, `load_vq`, `TaskContext.tokenizer`, `training_split`):
+The bundle is a run root (the layout of opt.artifacts), so the library's own loaders read it
+unchanged (`load_task_model`, `load_vq`, `TaskContext.tokenizer`, `training_split`):
 
     config.yaml                      the run's resolved config, paths reset to the defaults
-    bundle.json                      tasks with fine-tuned weights, label/answer vocabularies, gallery split
-    models/pretrain/                 config.json + model.safetensors
-    models/finetune/<task>/          model.safetensors of each fine-tuned task
+    bundle.json                      candidate, fine-tuned tasks, gallery split
+    models/pretrain/                 copied: config.json + model.safetensors
+    models/finetune/<task>/          copied: model.safetensors + state.json of each fine-tuned task;
+                                     state.json alone for a task that was not (fresh heads)
     models/image_tokenizer/          vq.safetensors (VQ decoder for text-to-image)
     data/prepared/                   params.json (mel settings and stats), tokenizer.json, <gallery split>/
     metrics/eval.json                the metrics that chose this run
 
-Vocabularies that tasks derive from the train split (classification labels, VQA answers) are
-computed here, so the bundle never carries the train split.
+Fine-tuned tasks keep the state (vocabularies) they were trained with: nothing is recomputed
+from the current data. Only a task without fine-tuned weights gets its state fitted here.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from opt.config import PathsConfig, path, to_yaml, typed
+from opt import artifacts
+from opt.config import PathsConfig, to_yaml, typed
 from opt.data.dataset import PARAMS
 from opt.data.text import TOKENIZER_FILE
 from opt.tasks import TASK_NAMES
 
 BUNDLE_FILE = "bundle.json"
 CONFIG_FILE = "config.yaml"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -46,39 +48,31 @@ class Candidate:
         return json.loads(self.metrics.read_text())
 
 
-def train_vocabularies(cfg) -> dict:
-    """Classification labels and VQA scene/answer vocabularies, from the run's train split."""
-    from opt.tasks.classification import record_labels
-    from opt.tasks.questions import answer_vocab, scene_vocab
-    from opt.train.data import training_split
-
-    records = training_split(cfg, "train", with_codes=False).records()
-    scene = scene_vocab(records)
-    return {
-        "classification": sorted({lb for r in records for lb in record_labels(r)}),
-        "vqa": {"scene": scene, "answers": answer_vocab(records, scene)},
-    }
+def candidate_config(cfg, candidate: Candidate):
+    """The run's config reading its models from the candidate's folder (data stay the run's)."""
+    out = typed(OmegaConf.to_container(cfg, resolve=True))
+    out.paths.models = str(Path(candidate.models).resolve())
+    return out
 
 
-def copy_models(models: Path, out: Path) -> list[str]:
-    """Pre-trained weights, fine-tuned task weights and the VQ tokenizer -> out/models; returns fine-tuned tasks."""
-    pretrain = models / "pretrain"
-    for name in ("config.json", "model.safetensors"):
-        if not (pretrain / name).exists():
-            raise FileNotFoundError(f"no pre-trained model at {pretrain}: run `opt pretrain` first")
-    target = out / "models"
-    (target / "pretrain").mkdir(parents=True)
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy2(pretrain / name, target / "pretrain" / name)
-    vq = models / "image_tokenizer" / "vq.safetensors"
-    if not vq.exists():
-        raise FileNotFoundError(f"no image tokenizer at {vq}: run `opt image_tokenizer` first")
-    (target / "image_tokenizer").mkdir()
-    shutil.copy2(vq, target / "image_tokenizer" / "vq.safetensors")
-    tuned = [t for t in TASK_NAMES if (models / "finetune" / t / "model.safetensors").exists()]
-    for task in tuned:
-        (target / "finetune" / task).mkdir(parents=True)
-        shutil.copy2(models / "finetune" / task / "model.safetensors", target / "finetune" / task / "model.safetensors")
+def copy_models(cfg, source, target) -> list[str]:
+    """Pre-trained model, VQ weights and every task folder, from `source` to `target` configs'
+    folders; returns the fine-tuned tasks."""
+    from opt.tasks import get_task
+    from opt.tasks.base import TaskContext
+
+    artifacts.pretrained_identity(source)  # present, or MissingArtifact naming `opt pretrain`
+    shutil.copytree(artifacts.pretrained_dir(source), artifacts.pretrained_dir(target))
+    artifacts.image_tokenizer_dir(target).mkdir(parents=True)
+    shutil.copy2(artifacts.vq_file(source), artifacts.image_tokenizer_dir(target) / artifacts.VQ_WEIGHTS)
+    tuned = [t for t in TASK_NAMES if artifacts.is_finetuned(source, t)]
+    for task in TASK_NAMES:
+        if task in tuned:
+            artifacts.task_state(source, task)  # it loads: saved, and made with this run's tokenizer
+            shutil.copytree(artifacts.finetuned_dir(source, task), artifacts.finetuned_dir(target, task))
+        else:
+            state = get_task(task).fit_state(TaskContext(cfg))
+            artifacts.save_task_state(artifacts.finetuned_dir(target, task), artifacts.stamped(cfg, state))
     return tuned
 
 
@@ -103,11 +97,13 @@ def bundled_config(cfg):
 
 def write_bundle(cfg, candidate: Candidate, out: Path) -> dict:
     """Copy what inference needs from `candidate` (data from the run of `cfg`) into `out` (new or empty)."""
-    out = Path(out)
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    tuned = copy_models(candidate.models, out)
+    target = bundled_config(cfg)
+    target.paths.root = str(out)
+    tuned = copy_models(cfg, candidate_config(cfg, candidate), target)
     split = str(cfg.serve.gallery_split)
-    items = copy_prepared(path(cfg, "prepared"), split, out)
+    items = copy_prepared(artifacts.prepared_dir(cfg), split, out)
     (out / CONFIG_FILE).write_text(to_yaml(bundled_config(cfg)))
     (out / "metrics").mkdir()
     shutil.copy2(candidate.metrics, out / "metrics" / "eval.json")
@@ -116,7 +112,6 @@ def write_bundle(cfg, candidate: Candidate, out: Path) -> dict:
         "candidate": candidate.name,
         "finetuned": tuned,
         "gallery": {"split": split, "items": items},
-        "vocab": train_vocabularies(cfg),
     }
     (out / BUNDLE_FILE).write_text(json.dumps(info, indent=1) + "\n")
     return info

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import fields
 from http import HTTPStatus
 from pathlib import Path
 
@@ -22,9 +22,10 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from opt.config import ServeLimits
 from opt.data import mel as melspec
 from opt.data.media import MediaError, load_audio, load_image
-from opt.train.data import mel_normalisation
+from opt.data.splits import mel_normalisation
 
 MODALITIES = ("text", "image", "audio")
 
@@ -37,21 +38,12 @@ class BadInput(ValueError):
         self.status = status
 
 
-@dataclass
-class Limits:
-    max_upload_bytes: int
-    max_image_pixels: int
-    max_text_chars: int
-    max_audio_seconds: float
-    max_generate_tokens: int
-    max_top_k: int
-
-    @classmethod
-    def from_config(cls, limits) -> Limits:
-        return cls(**{k: getattr(limits, k) for k in cls.__dataclass_fields__})
+def limits_from_config(limits) -> ServeLimits:
+    """`serve.limits` of a config (a DictConfig node, or anything with its attributes) as a plain `ServeLimits`."""
+    return ServeLimits(**{f.name: getattr(limits, f.name) for f in fields(ServeLimits)})
 
 
-def check_file(file: Path | None, what: str, limits: Limits) -> Path:
+def check_file(file: Path | None, what: str, limits: ServeLimits) -> Path:
     """An uploaded file that exists, is not empty and is under max_upload_bytes."""
     if file is None:
         raise BadInput(f"missing {what} file")
@@ -66,7 +58,7 @@ def check_file(file: Path | None, what: str, limits: Limits) -> Path:
     return Path(file)
 
 
-def decode_image(file: Path | None, size: int, limits: Limits) -> torch.Tensor:
+def decode_image(file: Path | None, size: int, limits: ServeLimits) -> torch.Tensor:
     """Image file -> (3,size,size) float32 in [0,1]."""
     file = check_file(file, "image", limits)
     try:
@@ -78,7 +70,7 @@ def decode_image(file: Path | None, size: int, limits: Limits) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()).float().div_(255.0)
 
 
-def check_text(text, what: str, limits: Limits) -> str:
+def check_text(text, what: str, limits: ServeLimits) -> str:
     """A non-empty str of at most max_text_chars characters (stripped)."""
     if not isinstance(text, str):
         raise BadInput(f"{what} must be a string, got {type(text).__name__}")
@@ -92,7 +84,7 @@ def check_text(text, what: str, limits: Limits) -> str:
     return text
 
 
-def check_top_k(k: int, limits: Limits) -> int:
+def check_top_k(k: int, limits: ServeLimits) -> int:
     if not 1 <= int(k) <= limits.max_top_k:
         raise BadInput(f"k={k} must be between 1 and max_top_k={limits.max_top_k}")
     return int(k)
@@ -101,7 +93,7 @@ def check_top_k(k: int, limits: Limits) -> int:
 class AudioFeatures:
     """Audio files -> normalised log-mel (M,F), with the packaged model's prepare settings."""
 
-    def __init__(self, params: dict, limits: Limits):
+    def __init__(self, params: dict, limits: ServeLimits):
         self.settings = melspec.settings_from_params(params)
         self.max_audio_seconds = float(params["prepare"]["max_audio_seconds"])  # the model's crop
         self.mean, self.std = mel_normalisation(params)  # (M,1) each
@@ -191,7 +183,7 @@ def query_kind(text, audio, image) -> str:
     return given[0]
 
 
-def decode(kind: str, value, image_size: int, audio: AudioFeatures, limits: Limits):
+def decode(kind: str, value, image_size: int, audio: AudioFeatures, limits: ServeLimits):
     """One request input of `kind` -> str (text) or float32 array: image (3,S,S), audio log-mel (M,F)."""
     if kind == "text":
         return check_text(value, "text", limits)

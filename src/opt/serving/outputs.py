@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel
 
-from opt.serving.inputs import BadInput, Limits, check_top_k
+from opt.config import ServeLimits
+from opt.serving.inputs import BadInput, check_top_k
 from opt.serving.runtime import DEFAULT_TARGETS, search
 
 
@@ -79,7 +80,7 @@ def finite_list(vector) -> list[float]:
     return out
 
 
-def retrieved(gallery: dict, kind: str, vector, target: str | None, k: int, limits: Limits) -> Retrieved:
+def retrieved(gallery: dict, kind: str, vector, target: str | None, k: int, limits: ServeLimits) -> Retrieved:
     """Top-k gallery items of `target` (default: by query kind) for one query vector (D,)."""
     k = check_top_k(k, limits)
     target = target or DEFAULT_TARGETS[kind]

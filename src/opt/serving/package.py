@@ -12,14 +12,13 @@ metrics/package.json records the tags and the metric for DVC. The store is BENTO
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import yaml
 
 from opt.config import PROJECT_ROOT, path, root_dir, to_yaml
 from opt.data.dataset import read_params
-from opt.files import metric_value, non_finite_numbers, write_metrics
+from opt.files import git_revision, metric_value, non_finite_numbers, write_metrics
 from opt.serving.bundle import Candidate, write_bundle
 
 
@@ -87,21 +86,6 @@ def data_version(cfg) -> str:
     return f"manifest-sha256:{read_params(path(cfg, 'prepared'))['source']['manifest_sha256']}"
 
 
-def git_revision(root: Path) -> str | None:
-    """HEAD of the git repository holding `root` (suffix "-dirty" with local changes), or None."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        head = git("rev-parse", "HEAD")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 def bentoml_home(cfg) -> Path:
     """The BentoML store folder; refused inside the project (it would be versioned and copied)."""
     home = (
@@ -144,13 +128,25 @@ def bentofile(cfg) -> Path:
     raise FileNotFoundError(f"no bentofile.yaml in {root_dir(cfg)} or {PROJECT_ROOT}: the Bento is built from it")
 
 
+def serve_args(cfg, model_tag: str) -> dict:
+    """The Bento's serve-time arguments (opt.serving.service.ServeArgs): the model and the server settings."""
+    s = cfg.serve
+    return {
+        "model": model_tag,
+        "workers": int(s.workers),
+        "host": str(s.host),
+        "port": int(s.port),
+        "timeout": int(s.timeout),
+    }
+
+
 def build_bento(cfg, spec: Path, model_tag: str) -> str:
     """Build a Bento from `spec` serving `model_tag`; returns the Bento tag. The build context is
     the src/ folder beside `spec`, so the Bento carries the `opt` package at its top level."""
     import bentoml
 
     bento = bentoml.bentos.build_bentofile(
-        str(spec), build_ctx=str(spec.parent / "src"), name=str(cfg.serve.bento_name), args={"model": model_tag}
+        str(spec), build_ctx=str(spec.parent / "src"), name=str(cfg.serve.bento_name), args=serve_args(cfg, model_tag)
     )
     return str(bento.tag)
 
@@ -167,7 +163,7 @@ def package(cfg) -> dict:
         "candidate": best.name,
         "metrics": without_none(next(results for c, results in scored if c is best)),
         "data_version": data_version(cfg),
-        "git_revision": git_revision(root_dir(cfg)) or "none",
+        "git_revision": git_revision(root_dir(cfg), mark_dirty=True) or "none",
         "config": to_yaml(cfg),
     }  # resolved; YAML text because BentoML metadata holds no None
     model = import_model(cfg, best, metadata)

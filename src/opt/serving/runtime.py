@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from opt.artifacts import load_vq, training_split
 from opt.data.dataset import read_params
+from opt.data.splits import mel_normalisation
 from opt.model.encoders import Modality
 from opt.serving.bundle import read_bundle
 from opt.tasks import TASK_NAMES, get_task
@@ -23,8 +25,7 @@ from opt.tasks.captioning import generate_captions, to_uint8
 from opt.tasks.questions import Question
 from opt.tasks.retrieval import Retrieval, fused_query
 from opt.tasks.run import load_task_model
-from opt.tasks.text_to_image import ImageSampling, images_from_text, load_vq
-from opt.train.data import mel_normalisation, training_split
+from opt.tasks.text_to_image import ImageSampling, images_from_text
 
 T, I, A = Modality.TEXT, Modality.IMAGE, Modality.AUDIO
 
@@ -39,29 +40,16 @@ class Runtime:
         self.tokenizer = self.context.tokenizer
         self.tasks, self.models = {}, {}
         for name in TASK_NAMES:
-            self.tasks[name] = self.task_with_vocab(name)
+            self.tasks[name] = get_task(name)  # its state (vocabularies) comes with its saved model
             self.models[name] = load_task_model(self.cfg, self.tasks[name], self.context)
         self.vq = load_vq(self.cfg).to(self.device)
-        self.labels: list[str] = list(self.info["vocab"]["classification"])
+        self.labels: list[str] = list(self.tasks["classification"].vocab)
         self.params = read_params(Path(self.cfg.paths.root) / self.cfg.paths.prepared)
         mean, std = mel_normalisation(self.params)
         self.mel_pad = (float(self.params["mel"]["pad_value"]) - mean) / std  # (M,1) normalised silence
         self.image_size = int(self.params["image"]["size"])
         self.dim = int(self.models["retrieval"].opt.cfg.dim)
         self.gallery_items, self.gallery = self.build_gallery()
-
-    def task_with_vocab(self, name: str):
-        """The task, with the vocabularies its heads need taken from the bundle (not the train split)."""
-        task, vocab = get_task(name), self.info["vocab"]
-        if name == "classification":
-            task.vocab = list(vocab["classification"])
-        if name == "vqa":
-            task.scene, task.answers, task._tokenizer = (
-                vocab["vqa"]["scene"],
-                list(vocab["vqa"]["answers"]),
-                self.tokenizer,
-            )
-        return task
 
     def build_gallery(self) -> tuple[list[dict], dict[str, torch.Tensor]]:
         """Items (index, image_id, caption) of the gallery split, and modality -> (N,D) unit embeddings."""
@@ -155,7 +143,7 @@ class Runtime:
         images = self.image_batch(np.stack([np.asarray(im) for im, _ in pairs]))
         questions = [Question("", q, "") for _, q in pairs]
         logits = task.answer_logits(
-            task_model.opt, task_model.heads, images, questions, list(range(len(pairs))), self.device
+            task_model.opt, task_model.heads, images, questions, list(range(len(pairs))), self.context
         )
         probs = torch.softmax(logits, dim=-1)
         best = probs.max(dim=-1)

@@ -4,12 +4,21 @@ Every input is checked and decoded (opt.serving.inputs) off the event loop; bad 
 4xx. The model (opt.serving.runtime) lives in the same process: each capability goes through
 BentoML's adaptive batching dispatcher (serve.batching), which groups concurrent requests into
 one batch while each request keeps its own HTTP answer. No second service, so no second HTTP
-hop (it cost ~8 ms a request). Binds to serve.host (127.0.0.1) unless `bentoml serve --host`
-says otherwise. The model is `opt:latest` of the store, or `--arg model=opt:VERSION` (a Bento
-built by `opt package` pins its own).
+hop (it cost ~8 ms a request).
 
     bentoml serve opt.serving.service:OPTService      # from the project
     bentoml serve opt_service:latest                   # the Bento
+
+Importing this module reads no model and patches nothing: `bundle` is a reference to the model
+(`opt:latest` of the store, `OPT_SERVE_MODEL`, or `--arg model=opt:VERSION`; a Bento built by
+`opt package` pins its own), which `bentoml build` records in the Bento. Constructing
+`OPTService` (in each worker process) applies the BentoML patches (opt.serving.bentoml_compat),
+then loads the model and its `serve` settings: limits, batching, torch_threads, top_k. The body
+size limit (serve.limits.max_upload_bytes) is taken from the constructed service on the first
+request. The server's own settings (workers, host, port, timeout) are read by BentoML before any
+worker exists, so they are Bento arguments with ServeConfig's defaults: `--arg workers=2`, or
+BentoML's config (BENTOML_CONFIG_OPTIONS="services.OPTService.workers=2"); `bentoml serve --host`
+and `--port` override host and port.
 """
 
 from __future__ import annotations
@@ -26,25 +35,27 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
 from bentoml.validators import ContentType
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from opt.config import ServeConfig
 from opt.serving import outputs
-from opt.serving.bentoml_compat import adaptive_batcher, patch_bentoml
+from opt.serving.bentoml_compat import OptionalFile, adaptive_batcher, apply_patches
 from opt.serving.bundle import read_bundle
-from opt.serving.inputs import AudioFeatures, BadInput, BodySizeLimit, Limits, decode, query_kind
-
-MODEL_TAG = getattr(bentoml.use_arguments(), "model", None) or os.environ.get("OPT_SERVE_MODEL", "opt:latest")
-MODEL = bentoml.models.BentoModel(MODEL_TAG)
+from opt.serving.inputs import AudioFeatures, BadInput, BodySizeLimit, decode, limits_from_config, query_kind
 
 
-def packaged_settings():
-    """The packaged model's `serve` config (limits, batching, host); defaults when no model is stored."""
-    stored = MODEL.stored
-    return read_bundle(Path(stored.path))[0].serve if stored is not None else ServeConfig()
+class ServeArgs(BaseModel):
+    """Bento arguments (`bentoml serve --arg key=value`; a Bento keeps those it was built with)."""
+
+    model: str = Field(default_factory=lambda: os.environ.get("OPT_SERVE_MODEL", "opt:latest"))  # model tag
+    workers: int = Field(ServeConfig.workers, ge=1)  # service processes (each holds the model)
+    host: str = ServeConfig.host
+    port: int = ServeConfig.port
+    timeout: int = Field(ServeConfig.timeout, ge=1)  # seconds per request
 
 
-SERVE = packaged_settings()
+ARGS = bentoml.use_arguments(ServeArgs)
+MODEL_TAG = ARGS.model
 
 
 @contextlib.contextmanager
@@ -56,29 +67,49 @@ def as_http_error():
         raise BentoMLException(str(e), error_code=e.status) from e
 
 
-patch_bentoml()
+class UploadLimit:
+    """ASGI middleware: BodySizeLimit (413 before the body is read) at the served model's
+    serve.limits.max_upload_bytes, known once BentoML has constructed the service."""
+
+    def __init__(self, app):
+        self.app, self.limited = app, None
+
+    async def __call__(self, scope, receive, send):
+        if self.limited is None:
+            try:
+                service = bentoml.get_current_service()
+            except BentoMLException:  # not constructed yet: the app's start-up, before any request
+                return await self.app(scope, receive, send)
+            self.limited = BodySizeLimit(self.app, service.limits.max_upload_bytes)
+        return await self.limited(scope, receive, send)
+
+
 Target = Literal["image", "text", "audio"]
 
 
 @bentoml.service(
-    workers=int(SERVE.workers),
-    http={"host": str(SERVE.host), "port": int(SERVE.port)},
-    traffic={"timeout": int(SERVE.timeout)},
+    workers=ARGS.workers,
+    http={"host": ARGS.host, "port": ARGS.port},
+    traffic={"timeout": ARGS.timeout},
 )
 class OPTService:
     """OPT over HTTP: caption, transcribe, generate_image, retrieve, classify, vqa, embed, health."""
 
-    bundle = MODEL
+    bundle = bentoml.models.BentoModel(MODEL_TAG)  # a reference: resolved (store lookup) on first instance access
 
     def __init__(self) -> None:
         import torch
 
         from opt.serving.runtime import Runtime
 
-        if int(SERVE.torch_threads) > 0:
-            torch.set_num_threads(int(SERVE.torch_threads))
-        rt = self.runtime = Runtime(self.bundle.path)
-        self.limits = Limits.from_config(rt.cfg.serve.limits)
+        apply_patches()
+        root = Path(self.bundle.path)
+        serve = read_bundle(root)[0].serve  # the packaged model's settings
+        if int(serve.torch_threads) > 0:
+            torch.set_num_threads(int(serve.torch_threads))
+        rt = self.runtime = Runtime(root)
+        self.top_k = int(serve.top_k)
+        self.limits = limits_from_config(serve.limits)
         self.audio, self.image_size = AudioFeatures(rt.params, self.limits), rt.image_size
         self.gallery = {"items": rt.gallery_items, "embeddings": rt.gallery}
         steps = self.limits.max_generate_tokens
@@ -96,7 +127,7 @@ class OPTService:
         # one model batch at a time per process (as a batchable BentoML API runs); decoding keeps its own threads
         self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="opt-model")
         self.batched = {
-            name: adaptive_batcher(fn, SERVE.batching.max_batch_size, SERVE.batching.max_latency_ms, self.model_thread)
+            name: adaptive_batcher(fn, serve.batching.max_batch_size, serve.batching.max_latency_ms, self.model_thread)
             for name, fn in batches.items()
         }
 
@@ -134,15 +165,16 @@ class OPTService:
     async def retrieve(
         self,
         text: str | None = None,
-        audio: Path | None = None,
-        image: Path | None = None,
+        audio: OptionalFile = None,
+        image: OptionalFile = None,
         target: Target | None = None,
-        k: Annotated[int, Field(ge=1)] = int(SERVE.top_k),
+        k: Annotated[int | None, Field(ge=1)] = None,
     ) -> outputs.Retrieved:
-        """A text, audio, text+audio or image query -> the top-k gallery items of `target` with scores."""
+        """A text, audio, text+audio or image query -> the top-k gallery items of `target` with scores
+        (k: the model's serve.top_k when not given)."""
         kind, vector = await self.query_vector(text, audio, image)
         with as_http_error():
-            return outputs.retrieved(self.gallery, kind, vector, target, k, self.limits)
+            return outputs.retrieved(self.gallery, kind, vector, target, self.top_k if k is None else k, self.limits)
 
     @bentoml.api
     async def classify(self, image: Path, threshold: Annotated[float, Field(ge=0, le=1)] = 0.5) -> outputs.Classified:
@@ -159,7 +191,7 @@ class OPTService:
 
     @bentoml.api
     async def embed(
-        self, text: str | None = None, audio: Path | None = None, image: Path | None = None
+        self, text: str | None = None, audio: OptionalFile = None, image: OptionalFile = None
     ) -> outputs.Embedding:
         """Text, audio, text+audio or image -> a unit vector of the model width (retrieval's space)."""
         kind, vector = await self.query_vector(text, audio, image)
@@ -192,4 +224,4 @@ class OPTService:
         return kind, await self.call(f"embed_{kind}", value)
 
 
-OPTService.add_asgi_middleware(BodySizeLimit, max_bytes=int(SERVE.limits.max_upload_bytes))
+OPTService.add_asgi_middleware(UploadLimit)

@@ -1,24 +1,28 @@
 """What every downstream task provides, and the context tasks share.
 
-A task owns small heads on top of the pre-trained OPT model, an objective for fine-tuning
+A task owns small heads on top of the pre-trained OPT model, its state (what the heads need
+from the train split, e.g. the answer vocabulary: `fit_state` computes it once, fine-tuning saves
+it beside the weights, loading hands it back through `use_state`), an objective for fine-tuning
 (forward(batch, draw) -> {"loss": ..., "<task>_loss": ...}, trained by the shared Trainer),
 `evaluate(split) -> {metric: value}`, and `blind(split) -> {metric: value}`: what a model that
 ignores its input scores on the same split, under the same metric names. Batches are TrainingSplit items (see
-opt.train.data): tokens, token_count, image, mel, mel_frames, codes, index.
+opt.data.splits): tokens, token_count, image, mel, mel_frames, codes, index.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from opt.artifacts import load_tokenizer, training_split
 from opt.config import path
-from opt.data.text import TOKENIZER_FILE, CaptionTokenizer
+from opt.data.splits import TrainingSplit
+from opt.data.text import CaptionTokenizer
 from opt.model.opt import OPT
-from opt.train.data import TrainingSplit, training_split
 
 
 @dataclass
@@ -28,9 +32,9 @@ class TaskContext:
     cfg: object
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
-    @property
+    @cached_property
     def tokenizer(self) -> CaptionTokenizer:
-        return CaptionTokenizer.load(path(self.cfg, "prepared") / TOKENIZER_FILE)
+        return load_tokenizer(self.cfg)
 
     def split(self, name: str) -> TrainingSplit:
         return training_split(self.cfg, name)
@@ -61,10 +65,23 @@ class TaskModel(nn.Module):
 
 
 class Task:
-    """Subclasses set `name` and implement `heads`, `losses`, `evaluate` and `blind`."""
+    """Subclasses set `name` and implement `heads`, `losses`, `evaluate` and `blind`; a task whose
+    heads depend on the data also `fit_state` and `use_state`."""
 
     name: str = ""
     splits = ("test", "test_compositional")
+
+    def fit_state(self, context: TaskContext) -> dict:
+        """What the heads need from the train split, JSON-able (saved with the fine-tuned weights)."""
+        return {}
+
+    def use_state(self, state: dict) -> None:
+        """Take a state from `fit_state` or from disk; called before `heads`."""
+
+    def fitted(self, context: TaskContext) -> Task:
+        """This task with the state fitted on `context`'s train split (for fresh heads)."""
+        self.use_state(self.fit_state(context))
+        return self
 
     def heads(self, model: OPT, context: TaskContext) -> nn.Module:
         return nn.ModuleDict()

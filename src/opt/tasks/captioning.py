@@ -15,15 +15,14 @@ from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
 from opt.data.contact_sheet import default_font, wrap_text
+from opt.data.splits import batches
 from opt.model.encoders import Modality, trim_to_content
 from opt.model.objectives import decoder_loss
 from opt.tasks import register
 from opt.tasks.base import Task, TaskContext
 from opt.tasks.generation_metrics import bleu4, blind_caption_scores, cider
-from opt.train.data import batches
 
 TEXT, IMAGE, AUDIO = Modality.TEXT, Modality.IMAGE, Modality.AUDIO
-PAD_ID, SEP_ID = 0, 3
 EVAL_BATCH = 32
 PICTURE_ITEMS = 8
 
@@ -39,18 +38,18 @@ def fused_context(model, batch: dict, modalities: tuple):
     return model.fuse(model.encode(batch, modalities))
 
 
-def caption_loss(model, batch: dict, modalities: tuple) -> Tensor:
+def caption_loss(model, batch: dict, modalities: tuple, pad_id: int) -> Tensor:
     """Teacher-forced CE of the text decoder on the caption tokens ([CLS] ... [SEP]), pads ignored."""
     fused = fused_context(model, batch, modalities)
     tokens = batch["tokens"]
-    return decoder_loss(model.text_decoder, tokens, fused.tokens, fused.valid, tokens == PAD_ID)
+    return decoder_loss(model.text_decoder, tokens, fused.tokens, fused.valid, tokens == pad_id)
 
 
-def cut_at_sep(ids: Tensor) -> list[list[int]]:
+def cut_at_sep(ids: Tensor, sep_id: int) -> list[list[int]]:
     """(B,T) generated ids -> per-row ids up to (not including) the first [SEP]."""
     rows = []
     for row in ids.tolist():
-        rows.append(row[: row.index(SEP_ID)] if SEP_ID in row else row)
+        rows.append(row[: row.index(sep_id)] if sep_id in row else row)
     return rows
 
 
@@ -59,7 +58,7 @@ def generate_captions(model, batch: dict, modalities: tuple, tokenizer, steps: i
     """Greedy decoding (KV cache) from the fused `modalities` -> decoded captions (B strings)."""
     fused = fused_context(model, batch, modalities)
     ids = model.text_decoder.generate(fused.tokens, fused.valid, steps=steps, use_cache=True)
-    return [tokenizer.decode(row) for row in cut_at_sep(ids)]
+    return [tokenizer.decode(row) for row in cut_at_sep(ids, tokenizer.sep_id)]
 
 
 def decode_split(model, split, modalities: tuple, context: TaskContext) -> tuple[list[str], list[str], list[int]]:
@@ -107,7 +106,10 @@ class Captioning(Task):
 
     def losses(self, model, heads, batch: dict, draw, context: TaskContext) -> dict:
         batch = trim_to_content(batch, model.cfg.audio_patch_frames, model.cfg.max_audio_patches)
-        out = {f"captioning{suffix}_loss": caption_loss(model, batch, mods) for suffix, mods in self.settings.items()}
+        out = {
+            f"captioning{suffix}_loss": caption_loss(model, batch, mods, context.tokenizer.pad_id)
+            for suffix, mods in self.settings.items()
+        }
         out["loss"] = sum(out.values()) / len(out)
         return out
 

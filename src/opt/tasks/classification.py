@@ -1,7 +1,7 @@
 """Multi-label scene attributes: every colour, shape and size present in the scene.
 
-Labels "colour:red", "shape:square", "size:large", ... (vocabulary from the train records,
-sorted). A linear head on the image encoder's CLS, trained with BCE, scored by macro mAP.
+Labels "color=red", "shape=square", "size=large", ... (`opt.data.manifest.scene_labels`; vocabulary
+from the train records, sorted). A linear head on the image encoder's CLS, trained with BCE, scored by macro mAP.
 With `task.any_modality` (config, default false) a second head on the fused CLS is trained
 on random non-empty subsets of the modalities and scored from text, audio, image and all.
 """
@@ -13,32 +13,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from opt.data.manifest import label_matrix, scene_labels
+from opt.data.splits import batches
 from opt.model.encoders import Modality
 from opt.tasks import register
 from opt.tasks.base import Task
 from opt.tasks.metrics import mean_average_precision
 from opt.tasks.retrieval import prepare
-from opt.train.data import batches
 
 SUBSETS = {"text": (Modality.TEXT,), "audio": (Modality.AUDIO,), "image": (Modality.IMAGE,), "all": tuple(Modality)}
 
 
-def record_labels(record: dict) -> set[str]:
-    """The attribute labels of one scene record."""
-    out = set()
-    for o in record.get("objects") or []:
-        out |= {f"colour:{o['color']}", f"shape:{o['shape']}", f"size:{o['size']}"}
-    return out
-
-
-def label_matrix(records: list[dict], vocab: list[str]) -> Tensor:
+def label_targets(records: list[dict], vocab: list[str]) -> Tensor:
     """records -> (N,C) float 0/1 targets over `vocab`."""
-    index = {label: c for c, label in enumerate(vocab)}
-    out = torch.zeros(len(records), len(vocab))
-    for i, r in enumerate(records):
-        for label in record_labels(r) & index.keys():
-            out[i, index[label]] = 1.0
-    return out
+    return torch.from_numpy(label_matrix(records, vocab)).float()
 
 
 def bce(logits: Tensor, target: Tensor) -> Tensor:
@@ -65,21 +53,22 @@ class Classification(Task):
 
     def __init__(self):
         self._labels: dict[str, Tensor] = {}
-        self.vocab: list[str] | None = None
+        self.vocab: list[str] = []  # the heads' classes, in order (the task state)
 
-    def label_vocab(self, context) -> list[str]:
-        if self.vocab is None:
-            self.vocab = sorted({lb for r in context.split("train").records() for lb in record_labels(r)})
-        return self.vocab
+    def fit_state(self, context) -> dict:
+        return {"labels": sorted({lb for r in context.split("train").records() for lb in scene_labels(r)})}
+
+    def use_state(self, state: dict) -> None:
+        self.vocab, self._labels = list(state["labels"]), {}
 
     def targets(self, context, split: str) -> Tensor:
         """(N,C) targets of a whole split (cached)."""
         if split not in self._labels:
-            self._labels[split] = label_matrix(context.split(split).records(), self.label_vocab(context))
+            self._labels[split] = label_targets(context.split(split).records(), self.vocab)
         return self._labels[split]
 
     def heads(self, model, context) -> nn.Module:
-        d, c = model.cfg.dim, len(self.label_vocab(context))
+        d, c = model.cfg.dim, len(self.vocab)
         heads = {"image": nn.Linear(d, c)}
         if any_modality(context.cfg):
             heads["fused"] = nn.Linear(d, c)

@@ -1,7 +1,7 @@
 """`opt compare`: the paper's comparisons on our data, at the configured budget.
 
 Each variant pre-trains its own model (sharing data/raw, data/prepared, the image tokenizer
-and the text-to-image probe of the run's root), fine-tunes every task and evaluates it; the table of headline
+and the text-to-image probe of the run's root: `opt image_tokenizer` must have run), fine-tunes every task and evaluates it; the table of headline
 metrics on `test` goes to metrics/compare.json and reports/compare.md. Variants: no
 pre-training (the same model, 0 pre-training steps); pre-training without audio; without each
 of the token, modality and sample levels; full tri-modal pre-training.
@@ -14,14 +14,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from opt.artifacts import image_tokenizer_dir, probe_dir, vq_file
 from opt.config import load_config, path, typed
 from opt.files import write_metrics
 from opt.tasks import TASK_NAMES
 from opt.tasks.metrics import HEADLINE
-from opt.tasks.probe import probe_dir
 from opt.tasks.run import evaluate, finetune
-from opt.train.data import image_tokenizer_dir
-from opt.train.image_tokenizer import image_tokenizer
 from opt.train.pretrain import pretrain
 
 VARIANTS = {
@@ -74,8 +72,7 @@ def headline(results: dict, split: str = "test") -> dict:
 
 
 def compare(cfg) -> dict:
-    if not (image_tokenizer_dir(cfg) / "vq.safetensors").exists():
-        image_tokenizer(cfg)
+    vq_file(cfg)  # every variant shares the run's image tokenizer: `opt image_tokenizer` first
     table = {name: headline(run_variant(cfg, name)) for name in VARIANTS}
     write_metrics(cfg, "compare", table)
     report = write_table(path(cfg, "reports") / "compare.md", table)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 
-from opt.train.retrieval import chance_recall, recall_at_k
+from opt.train.zero_shot import chance_recall, recall_at_k
 
 BLIND = "blind"  # eval.json: task -> split -> {metric: value, BLIND: {metric: blind baseline}}
 LOWER_IS_BETTER = ("wer", "frechet_distance")  # every other metric: higher is better

@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from opt.data.splits import batches
 from opt.model.encoders import Modality, trim_to_content
 from opt.model.objectives import contrastive_loss
 from opt.tasks import register
 from opt.tasks.base import Task
 from opt.tasks.metrics import chance_recall, recall_at_k, rerank_top_k
-from opt.train.data import batches
 
 T, I, A = Modality.TEXT, Modality.IMAGE, Modality.AUDIO
 DIRECTIONS = {

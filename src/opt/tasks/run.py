@@ -1,7 +1,8 @@
 """`opt finetune task=NAME` and `opt evaluate`: the stage functions over the task registry.
 
 finetune: the pre-trained model (or, with task.from_scratch, a fresh one) plus the task's
-heads, trained on train by the shared Trainer; saved to models/finetune/<task>/.
+heads, trained on train by the shared Trainer; saved with the task's state (opt.artifacts:
+models/finetune/<task>/).
 evaluate: every task on test and test_compositional, with its fine-tuned weights where they
 exist (else the pre-trained model with fresh heads), into metrics/eval.json and reports/eval.md.
 Each split holds the metrics and, under "blind", the same metrics of a model that ignores its
@@ -15,29 +16,23 @@ import json
 import torch
 from omegaconf import OmegaConf
 
+from opt.artifacts import (
+    is_finetuned,
+    load_finetuned_weights,
+    load_pretrained,
+    prepared_identity,
+    pretrained_identity,
+    save_finetuned,
+    task_state,
+)
 from opt.config import path
-from opt.files import sha256_file, write_metrics
-from opt.model.opt import OPT, Dims
+from opt.files import write_metrics
 from opt.tasks import TASK_NAMES, get_task
-from opt.tasks.base import TaskContext, TaskModel, TaskObjective
+from opt.tasks.base import Task, TaskContext, TaskModel, TaskObjective
 from opt.tasks.metrics import BLIND
-from opt.train.checkpoint import load_weights, save_weights
-from opt.train.data import prepared_identity
 from opt.train.distributed import pick_device
 from opt.train.seeding import seed_everything
 from opt.train.trainer import Trainer, fingerprint
-
-
-def load_pretrained(cfg, from_scratch: bool = False) -> OPT:
-    """The model `opt pretrain` saved (models/pretrain/), or a fresh one of the same shape."""
-    saved = path(cfg, "models") / "pretrain"
-    if not (saved / "config.json").exists():
-        raise FileNotFoundError(f"no pre-trained model at {saved}: run `opt pretrain` first")
-    config = json.loads((saved / "config.json").read_text())
-    model = OPT(OmegaConf.create(config["model"]), Dims(**config["dims"]))
-    if not from_scratch:
-        model.load_state_dict(load_weights(saved / "model.safetensors"))
-    return model
 
 
 def task_steps(task_cfg) -> int:
@@ -60,17 +55,13 @@ def task_trainer_config(cfg):
     )
 
 
-def finetuned_dir(cfg, name: str):
-    return path(cfg, "models") / "finetune" / name
-
-
 def finetune(cfg) -> dict:
     task = get_task(cfg.task.name)
     context = TaskContext(cfg, pick_device(cfg.trainer.device))
-    seed_everything(
-        cfg.trainer.seed, cfg.trainer.deterministic
-    )  # fresh heads (and a from-scratch body) drawn from the run's seed
+    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # fresh heads (and body) from the run's seed
     model = load_pretrained(cfg, cfg.task.from_scratch)
+    state = task.fit_state(context)
+    task.use_state(state)
     objective = TaskObjective(task, model, task.heads(model, context), context)
     tcfg = task_trainer_config(cfg)
     run_dir = path(cfg, "checkpoints") / "finetune" / task.name
@@ -85,25 +76,29 @@ def finetune(cfg) -> dict:
             tcfg,
             {
                 **prepared_identity(cfg),
-                "pretrained": sha256_file(path(cfg, "models") / "pretrain" / "model.safetensors"),
+                "pretrained": pretrained_identity(cfg),
             },
         ),
     ).fit()
-    save_weights(objective.model.state_dict(), finetuned_dir(cfg, task.name) / "model.safetensors")
+    save_finetuned(cfg, task.name, objective.model.state_dict(), state)
     result["val"] = task.evaluate(model.eval(), objective.model.heads.eval(), "val", context)
     write_metrics(cfg, f"finetune_{task.name}", result)
     print(f"finetune {task.name}: {result['step']} steps, val {json.dumps(result['val'])}")
     return result
 
 
-def load_task_model(cfg, task, context: TaskContext) -> TaskModel:
-    """Fine-tuned weights of `task` when they exist, else the pre-trained model with fresh heads."""
+def load_task_model(cfg, task: Task, context: TaskContext) -> TaskModel:
+    """The fine-tuned model of `task` with its saved state; else the pre-trained model with fresh
+    heads, whose state is saved beside them when there is one (a bundle), else fitted now."""
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # fresh heads of a task that was not fine-tuned
+    state = task_state(cfg, task.name)
+    if state is None and is_finetuned(cfg, task.name):
+        raise ValueError(f"fine-tuned {task.name} has no saved state: run `opt finetune task.name={task.name}` again")
+    task.use_state(task.fit_state(context) if state is None else state)
     model = load_pretrained(cfg)
     task_model = TaskModel(model, task.heads(model, context))
-    saved = finetuned_dir(cfg, task.name) / "model.safetensors"
-    if saved.exists():
-        task_model.load_state_dict(load_weights(saved))
+    if is_finetuned(cfg, task.name):
+        task_model.load_state_dict(load_finetuned_weights(cfg, task.name))
     return task_model.to(context.device).eval()
 
 

@@ -28,7 +28,7 @@ class SpeechRecognition(Task):
 
     def losses(self, model, heads, batch: dict, draw, context: TaskContext) -> dict:
         batch = trim_to_content(batch, model.cfg.audio_patch_frames, model.cfg.max_audio_patches)
-        loss = caption_loss(model, batch, self.modalities)
+        loss = caption_loss(model, batch, self.modalities, context.tokenizer.pad_id)
         return {"speech_recognition_loss": loss, "loss": loss}
 
     @torch.no_grad()

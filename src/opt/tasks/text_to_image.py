@@ -4,7 +4,7 @@ and the VQ decoder renders them. Fine-tuned with the decoder loss on the real im
 classifier-free guidance: codes are sampled (temperature, top-k) from null + s * (text - null).
 Greedy decoding collapses to the most common code, the background, whatever the prompt.
 
-Scored by a probe trained separately on real train images (opt.tasks.probe): attribute accuracy
+Scored by a probe trained separately on real train images (opt.probe): attribute accuracy
 (multi-label set accuracy of the probe's verdict on the generated image against the prompt's
 scene), exact match, and a Fréchet distance between probe features of generated and real images.
 Two ceilings on the same prompts: the probe on the real images (`probe_accuracy`) and on the VQ
@@ -19,19 +19,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from opt.artifacts import load_vq
+from opt.data.manifest import label_matrix
+from opt.data.splits import batches
 from opt.model.decoders import Generators
 from opt.model.encoders import Modality, trim_to_content
 from opt.model.objectives import decoder_loss
+from opt.probe import judge, load_images, load_or_train_probe
 from opt.tasks import register
 from opt.tasks.base import Task, TaskContext
 from opt.tasks.captioning import PICTURE_ITEMS, picture_sheet, to_uint8
 from opt.tasks.generation_metrics import exact_match, frechet_distance, label_set_accuracy
-from opt.tasks.probe import judge, label_matrix, load_images, load_or_train_probe
-from opt.train.data import batches, image_tokenizer_dir
-from opt.train.image_tokenizer import build_vq
 
 TEXT = Modality.TEXT
 EVAL_BATCH = 32
@@ -62,13 +62,6 @@ def text_context(model, encoded: dict, shown: Tensor | None = None):
     """Encoded text -> Fused (tokens (B,S,D), valid (B,S)); rows where `shown` (B,) is False keep
     only the fused CLS (the null prompt)."""
     return model.fuse(encoded, None if shown is None else {TEXT: shown})
-
-
-def load_vq(cfg):
-    """The trained VQ image tokenizer (models/image_tokenizer/vq.safetensors), in eval mode."""
-    vq = build_vq(cfg)
-    vq.load_state_dict(load_file(image_tokenizer_dir(cfg) / "vq.safetensors"))
-    return vq.eval()
 
 
 @torch.no_grad()

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from opt.data.splits import batches
 from opt.model.encoders import Encoded, Modality
 from opt.tasks import register
 from opt.tasks.base import Task
 from opt.tasks.metrics import accuracy_by_type
 from opt.tasks.questions import answer_vocab, item_questions, prior_answers, scene_vocab, split_questions
-from opt.train.data import batches
 
 
 def repeat(encoded: Encoded, owner: Tensor) -> Encoded:
@@ -37,16 +37,18 @@ class VQA(Task):
     name = "vqa"
 
     def __init__(self):
-        self.scene = self.answers = self._tokenizer = None
+        self.scene: dict = {}  # scene vocabulary the questions are drawn from (task state)
+        self.answers: list[str] = []  # the answer head's classes, in order (task state)
         self._records: dict[str, list] = {}
 
-    def setup(self, context) -> None:
-        """Scene and answer vocabularies from the train records (once)."""
-        if self.answers is None:
-            train = self.records(context, "train")
-            self.scene = scene_vocab(train)
-            self.answers = answer_vocab(train, self.scene)
-            self._tokenizer = context.tokenizer
+    def fit_state(self, context) -> dict:
+        """Scene and answer vocabularies of the train records."""
+        train = context.split("train").records()
+        scene = scene_vocab(train)
+        return {"scene": scene, "answers": answer_vocab(train, scene)}
+
+    def use_state(self, state: dict) -> None:
+        self.scene, self.answers = state["scene"], list(state["answers"])
 
     def records(self, context, split: str) -> list:
         if split not in self._records:
@@ -54,7 +56,6 @@ class VQA(Task):
         return self._records[split]
 
     def heads(self, model, context) -> nn.Module:
-        self.setup(context)
         return nn.ModuleDict({"answer": nn.Linear(model.cfg.dim, len(self.answers))})
 
     def questions(self, context, split: str, indices) -> tuple[list, list]:
@@ -67,22 +68,22 @@ class VQA(Task):
                 owner.append(pos)
         return qs, owner
 
-    def answer_logits(self, model, heads, batch: dict, qs: list, owner: list, device) -> Tensor:
+    def answer_logits(self, model, heads, batch: dict, qs: list, owner: list, context) -> Tensor:
         """(Q, n_answers) logits of each question about its item's image."""
+        device = context.device
         image = model.encode({"image": batch["image"].to(device)}, (Modality.IMAGE,))[Modality.IMAGE]
-        text = model.encode(question_batch(self._tokenizer, [q.text for q in qs], device), (Modality.TEXT,))
+        text = model.encode(question_batch(context.tokenizer, [q.text for q in qs], device), (Modality.TEXT,))
         fused = model.fuse(
             {Modality.TEXT: text[Modality.TEXT], Modality.IMAGE: repeat(image, torch.tensor(owner, device=device))}
         )
         return heads["answer"](fused.tokens[:, 0]).float()
 
     def losses(self, model, heads, batch, draw, context) -> dict:
-        self.setup(context)
         qs, owner = self.questions(context, "train", batch["index"].tolist())
         if not qs:
             zero = sum(p.sum() for p in heads.parameters()) * 0.0
             return {"loss": zero, "vqa_loss": zero}
-        logits = self.answer_logits(model, heads, batch, qs, owner, context.device)
+        logits = self.answer_logits(model, heads, batch, qs, owner, context)
         index = {a: k for k, a in enumerate(self.answers)}
         target = torch.tensor([index.get(q.answer, -100) for q in qs], device=logits.device)
         loss = F.cross_entropy(logits, target, ignore_index=-100)
@@ -90,7 +91,6 @@ class VQA(Task):
 
     @torch.no_grad()
     def evaluate(self, model, heads, split, context) -> dict:
-        self.setup(context)
         model.eval()
         heads.eval()
         predicted, gold, kinds = [], [], []
@@ -98,7 +98,7 @@ class VQA(Task):
             qs, owner = self.questions(context, split, batch["index"].tolist())
             if not qs:
                 continue
-            logits = self.answer_logits(model, heads, batch, qs, owner, context.device)
+            logits = self.answer_logits(model, heads, batch, qs, owner, context)
             predicted += [self.answers[k] for k in logits.argmax(-1).tolist()]
             gold += [q.answer for q in qs]
             kinds += [q.kind for q in qs]
@@ -106,7 +106,6 @@ class VQA(Task):
 
     def blind(self, split, context) -> dict:
         """Each question answered with the most common train answer to its text (a language prior)."""
-        self.setup(context)
         train = split_questions(self.records(context, "train"), self.scene)
         questions = split_questions(self.records(context, split), self.scene)
         predicted = prior_answers(train, questions)

@@ -3,18 +3,16 @@ grid of every image of every split, the weights, and reconstruction/codebook-usa
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import torch
 from torch import nn
 
+from opt.artifacts import prepared_dir, prepared_identity, save_image_tokenizer, training_split
 from opt.config import path
 from opt.data.manifest import SPLITS
+from opt.data.splits import batches
 from opt.files import write_metrics
-from opt.model.vq import VQVAE
-from opt.train.checkpoint import save_weights
-from opt.train.data import CODES_DIR, batches, image_tokenizer_dir, prepared_identity, training_split
+from opt.model.vq import VQVAE, build_vq
 from opt.train.seeding import seed_everything
 from opt.train.trainer import Trainer, fingerprint
 
@@ -27,13 +25,6 @@ class VQObjective(nn.Module):
     def forward(self, batch: dict, draw=None) -> dict:
         out = self.model(batch["image"])
         return {k: v for k, v in out.items() if k.endswith("loss")}
-
-
-def build_vq(cfg) -> VQVAE:
-    v = cfg.image_tokenizer
-    return VQVAE(
-        cfg.prepare.image_size, cfg.model.patch_size, v.codebook_size, v.code_dim, v.hidden, v.commitment, v.ema_decay
-    )
 
 
 @torch.no_grad()
@@ -57,7 +48,6 @@ def usage(codes: np.ndarray, size: int) -> dict:
 
 
 def image_tokenizer(cfg) -> dict:
-    out_dir = image_tokenizer_dir(cfg)
     run_dir = path(cfg, "checkpoints") / "image_tokenizer"
     v = cfg.image_tokenizer
     train = training_split(cfg, "train", with_codes=False)
@@ -84,15 +74,12 @@ def image_tokenizer(cfg) -> dict:
         run_dir,
         fingerprint=fingerprint(cfg, ("image_tokenizer", "prepare", "data"), tcfg, prepared_identity(cfg)),
     ).fit()
-    shutil.rmtree(out_dir, ignore_errors=True)
-    (out_dir / CODES_DIR).mkdir(parents=True)
-    save_weights(vq.state_dict(), out_dir / "vq.safetensors")
-    metrics = {}
+    metrics, codes = {}, {}
     for split in SPLITS:
-        if (path(cfg, "prepared") / split).exists():
-            codes, mse = encode_split(vq, training_split(cfg, split, with_codes=False))
-            np.save(out_dir / CODES_DIR / f"{split}.npy", codes)
-            metrics[split] = {"reconstruction_mse": mse, **usage(codes, v.codebook_size)}
+        if (prepared_dir(cfg) / split).exists():
+            codes[split], mse = encode_split(vq, training_split(cfg, split, with_codes=False))
+            metrics[split] = {"reconstruction_mse": mse, **usage(codes[split], v.codebook_size)}
+    save_image_tokenizer(cfg, vq, codes)
     write_metrics(cfg, "image_tokenizer", metrics)
     print(
         f"image_tokenizer: test reconstruction MSE {metrics.get('test', {}).get('reconstruction_mse', float('nan')):.4f}, "

@@ -22,6 +22,7 @@ import yaml
 
 from opt.config import root_dir
 from opt.data.manifest import MANIFEST, QUARANTINE
+from opt.files import git_revision
 from opt.versions.snapshot import (
     INGEST,
     VersionError,
@@ -30,7 +31,6 @@ from opt.versions.snapshot import (
     describe,
     dvc_dir_hash,
     git,
-    git_revision,
     ingest_frozen,
     set_ingest_frozen,
 )

@@ -13,6 +13,7 @@ import yaml
 
 from opt.config import path, root_dir
 from opt.data.manifest import MANIFEST, QUARANTINE
+from opt.files import git_revision
 from opt.stages import StageFailed
 
 INGEST = "ingest"  # the dvc.yaml stage that writes data/raw
@@ -88,14 +89,6 @@ def git(root: Path, *args: str) -> str:
     if out.returncode != 0:
         raise VersionError(f"git {' '.join(args)}: {out.stderr.strip() or 'failed'}")
     return out.stdout
-
-
-def git_revision(root: Path) -> str | None:
-    """HEAD's commit id, or None outside a git repository (or before its first commit)."""
-    try:
-        return git(root, "rev-parse", "--verify", "--quiet", "HEAD").strip() or None
-    except (VersionError, FileNotFoundError):
-        return None
 
 
 def ingest_frozen(root: Path) -> bool:

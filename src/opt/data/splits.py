@@ -1,5 +1,5 @@
-"""What the trainers read: a prepared split with normalised log-mel and, once the image
-tokenizer has run, the VQ codes of each image."""
+"""What models read: a prepared split with normalised log-mel and, once the image tokenizer has
+run, the VQ codes of each image (open one with `opt.artifacts.training_split(cfg, split)`)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from opt.config import path
 from opt.data.dataset import PreparedDataset, read_params
-
-CODES_DIR = "codes"  # under models/image_tokenizer: <split>.npy int16 (N, grid*grid)
-
-
-def image_tokenizer_dir(cfg) -> Path:
-    return path(cfg, "models") / "image_tokenizer"
 
 
 def mel_normalisation(params: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,20 +42,6 @@ class TrainingSplit(Dataset):
 
     def records(self) -> list[dict]:
         return self.items.records()
-
-
-def prepared_identity(cfg) -> dict:
-    """Content hash of the prepared features' params.json (it holds the manifest's sha256)."""
-    from opt.files import sha256_file
-
-    return {"prepared": sha256_file(path(cfg, "prepared") / "params.json")}
-
-
-def training_split(cfg, split: str, with_codes: bool = True) -> TrainingSplit:
-    codes = image_tokenizer_dir(cfg) / CODES_DIR / f"{split}.npy" if with_codes else None
-    if codes is not None and not codes.exists():
-        raise FileNotFoundError(f"no VQ codes at {codes}: run `opt image_tokenizer` first")
-    return TrainingSplit(path(cfg, "prepared"), split, codes)
 
 
 def batches(dataset: Dataset, batch_size: int):

@@ -1,7 +1,7 @@
 """The attribute probe that judges text-to-image: a small CNN trained on real train images to
 predict which scene attributes (colour, shape, size of any object) are present, multi-label.
 
-Trained on first use and cached under models/probe/ (weights plus its label list); its penultimate
+Trained on first use and cached (opt.artifacts: models/probe/) (weights plus its label list); its penultimate
 features (B,F) also serve the Fréchet distance between generated and real images.
 
 Design notes (measured on the default 2,000-scene data, test split): GroupNorm, not BatchNorm
@@ -13,40 +13,19 @@ accuracy 0.95, exact set 0.76 (300 steps of the first design: 0.43, 0.01).
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from opt.config import path
-from opt.train.checkpoint import save_weights
-from opt.train.data import prepared_identity
+from opt.artifacts import prepared_identity, probe_dir, save_probe, saved_probe, training_split
+from opt.data.manifest import label_matrix, scene_labels
 
 PROBE_BATCH = 32
 PROBE_LR = 2e-3
 FEATURES = 64
 SHIFT = 4  # pixels of random shift in training
 VERSION = 2  # of the probe's design: a cached probe of another version is retrained
-ATTRIBUTES = ("color", "shape", "size")
-
-
-def scene_labels(record: dict) -> set[str]:
-    """'color=red', 'shape=circle', 'size=large', ... of every object in a manifest record."""
-    return {f"{a}={obj[a]}" for obj in record.get("objects") or [] for a in ATTRIBUTES if a in obj}
-
-
-def label_matrix(records: list[dict], labels: list[str]) -> np.ndarray:
-    """(N,K) bool: which of `labels` each record's scene holds."""
-    out = np.zeros((len(records), len(labels)), dtype=bool)
-    column = {name: k for k, name in enumerate(labels)}
-    for i, record in enumerate(records):
-        for name in scene_labels(record):
-            if name in column:
-                out[i, column[name]] = True
-    return out
 
 
 class Probe(nn.Module):
@@ -101,16 +80,11 @@ def train_probe(images: Tensor, targets: Tensor, steps: int, seed: int = 0) -> P
     return probe.eval()
 
 
-def probe_dir(cfg):
-    return path(cfg, "models") / "probe"
-
-
 def load_or_train_probe(cfg, train_split) -> tuple[Probe, list[str]]:
-    """The cached probe when it was trained on the same data (labels, prepared features, steps),
-    else a fresh one trained now for `task.probe_steps` steps."""
+    """The saved probe when it was trained on the same data (labels, prepared features, steps),
+    else a fresh one trained now for `task.probe_steps` steps (as `opt probe` does, said in the output)."""
     records = train_split.records()
     labels = sorted(set().union(*(scene_labels(r) for r in records))) if records else []
-    out = probe_dir(cfg)
     meta = {
         "version": VERSION,
         "labels": labels,
@@ -118,14 +92,15 @@ def load_or_train_probe(cfg, train_split) -> tuple[Probe, list[str]]:
         "steps": cfg.task.probe_steps,
         **prepared_identity(cfg),
     }
-    if (out / "probe.json").exists() and json.loads((out / "probe.json").read_text()) == meta:
+    saved = saved_probe(cfg, meta)
+    if saved is not None:
         probe = Probe(len(labels))
-        probe.load_state_dict(load_file(out / "probe.safetensors"))
+        probe.load_state_dict(saved)
         return probe.eval(), labels
+    print(f"probe: training the text-to-image judge for {cfg.task.probe_steps} steps (as `opt probe`)")
     targets = torch.from_numpy(label_matrix(records, labels))
     probe = train_probe(load_images(train_split), targets, cfg.task.probe_steps)
-    save_weights(probe.state_dict(), out / "probe.safetensors")
-    (out / "probe.json").write_text(json.dumps(meta, indent=1))
+    save_probe(cfg, probe.state_dict(), meta)
     return probe, labels
 
 
@@ -139,3 +114,10 @@ def judge(probe: Probe, images: Tensor, batch_size: int = 64) -> tuple[np.ndarra
         preds.append((probe.head(f) > 0).numpy())
         feats.append(f.numpy())
     return np.concatenate(preds), np.concatenate(feats)
+
+
+def probe(cfg) -> dict:
+    """`opt probe`: train (or keep, when its data and steps are unchanged) the attribute probe."""
+    trained, labels = load_or_train_probe(cfg, training_split(cfg, "train", with_codes=False))
+    print(f"probe: {len(labels)} labels -> {probe_dir(cfg)}")
+    return {"labels": len(labels), "steps": int(cfg.task.probe_steps)}

@@ -22,9 +22,11 @@ TEXT, IMAGE, AUDIO = Modality.TEXT, Modality.IMAGE, Modality.AUDIO
 
 @dataclass
 class SpecialTokens:
-    pad: int = 0
-    mask: int = 4
-    count: int = 7  # ids below this are special tokens
+    """Ids the pretext tasks need, read from the caption tokenizer (opt.train.pretrain.special_tokens)."""
+
+    pad: int
+    mask: int
+    count: int  # ids below this are special tokens
 
 
 def weighted_total(losses: dict, weights: dict) -> Tensor:
@@ -89,11 +91,11 @@ def token_level(model, fused, batch, masks, labels, present, o) -> dict:
     return losses
 
 
-def denoising(model, fused, batch, o) -> dict:
+def denoising(model, fused, batch, o, special: SpecialTokens) -> dict:
     """Text decoder rebuilds the caption and image decoder the VQ codes, from the masked fusion."""
     losses = {}
     if o.text_denoise:
-        pad = batch["tokens"] == 0
+        pad = batch["tokens"] == special.pad
         losses["text_denoise_loss"] = obj.decoder_loss(
             model.text_decoder, batch["tokens"], fused.tokens, fused.valid, pad
         )
@@ -138,7 +140,7 @@ def pretext_losses(model, batch: dict, o, special: SpecialTokens, g: masking.Dra
     fused = model.fuse(encoded, present)
     losses = {
         **token_level(model, fused, batch, masks, labels, present, o),
-        **denoising(model, fused, batch, o),
+        **denoising(model, fused, batch, o, special),
         **sample_level(model, encoded, o, g),
     }
     weights = {

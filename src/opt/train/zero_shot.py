@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from opt.data.splits import batches
 from opt.model.encoders import Modality, trim_to_content
-from opt.train.data import batches
 
 DIRECTIONS = {
     "text_to_image": (Modality.TEXT, Modality.IMAGE),
