@@ -66,6 +66,7 @@ def test_repro_runs_every_stage_then_is_a_no_op(project):
     assert "up to date" in sh("dvc", "status", cwd=root, env=env)
 
 
+@pytest.mark.slow
 def test_exp_run_sweeps_a_parameter(project):
     root, env = project
     sh("git", "add", "-A", cwd=root, env=env)

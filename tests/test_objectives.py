@@ -7,6 +7,7 @@ from model_fixtures import random_batch, tiny_model
 from trainer_fixtures import SPECIAL
 
 from opt.config import load_config
+from opt.model.encoders import Modality
 from opt.model.masking import Draw
 from opt.model.objectives import contrastive_loss
 from opt.model.pretext import pretext_losses
@@ -101,3 +102,39 @@ def test_each_objective_falls_when_a_tiny_batch_is_repeated():
         last = values
     for name in ALL_LOSSES:
         assert last[name] < first[name], f"{name} did not fall: {first[name]:.3f} -> {last[name]:.3f}"
+
+
+def test_sample_level_objectives_see_the_unmasked_inputs(monkeypatch):
+    """Contrastive and matching compare whole samples: they get the encodings of the clean batch,
+    not those of the pass that masks tokens and patches for the token-level objectives."""
+    from opt.model import pretext
+    from opt.model.encoders import trim_to_content
+
+    model, batch, seen = tiny_model(), random_batch(6), {}
+    real = pretext.sample_level
+
+    def spy(model_, encoded, o, g):
+        seen.update(encoded)
+        return real(model_, encoded, o, g)
+
+    monkeypatch.setattr(pretext, "sample_level", spy)
+    o = objectives(text_mask_ratio=0.5, image_mask_ratio=0.5, audio_mask_ratio=0.5)
+    pretext_losses(model, batch, o, SPECIAL, Draw(torch.Generator().manual_seed(0)))
+    trimmed = trim_to_content(batch, model.cfg.audio_patch_frames, model.cfg.max_audio_patches)
+    clean = model.encode(trimmed, tuple(seen))
+    masked_batch, masks, _ = pretext.mask_batch(model, batch, o, SPECIAL, Draw(torch.Generator().manual_seed(0)))
+    masked = model.encode(masked_batch, tuple(seen), masks)
+    assert set(seen) == {Modality.TEXT, Modality.IMAGE, Modality.AUDIO}
+    for m, encoded in seen.items():
+        assert torch.allclose(encoded.tokens, clean[m].tokens)
+        assert not torch.allclose(encoded.tokens, masked[m].tokens)  # the spy would see a masked pass
+
+
+def test_the_contrastive_loss_does_not_depend_on_the_masking_draw():
+    model, batch = tiny_model(), random_batch(6)
+    o = objectives(mlm=0.0, mvm=0.0, mam=0.0, text_denoise=0.0, image_denoise=0.0, matching=0.0)
+    losses = [
+        pretext_losses(model, batch, o, SPECIAL, Draw(torch.Generator().manual_seed(seed)))["contrastive_loss"]
+        for seed in (0, 1)
+    ]
+    assert torch.allclose(losses[0], losses[1])

@@ -41,6 +41,7 @@ TRIGGER = textwrap.dedent("""
 
 
 @pytest.mark.timeout(420)
+@pytest.mark.slow
 def test_served_deployment_runs_on_a_real_server(tmp_path):
     port = free_port()
     env = {

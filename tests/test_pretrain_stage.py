@@ -1,6 +1,7 @@
 """`opt image_tokenizer` then `opt pretrain` on the built-in data, as a user runs them."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from safetensors.torch import load_file
 
 from opt.artifacts import training_split
 from opt.config import load_config
+from opt.train.floors import floor_table
 from opt.train.pretrain import build_model
 
 
@@ -38,6 +40,24 @@ def test_pretrain_tiny_writes_a_safetensors_checkpoint(pretrained):
     assert 0.0 <= metrics["zero_shot"]["text_to_image"]["R@1"] <= 1.0
     losses = (root / "metrics" / "pretrain_losses.csv").read_text().splitlines()
     assert len(losses) == 21 and "mlm_loss" in losses[0]
+
+
+def test_pretraining_reports_each_loss_against_its_floor(pretrained):
+    root, _, out = pretrained
+    rows = {r["loss"]: r for r in json.loads((root / "metrics" / "pretrain_floors.json").read_text())}
+    logged = (root / "metrics" / "pretrain_losses.csv").read_text().splitlines()[0].split(",")
+    assert set(rows) == {name for name in logged if name.endswith("_loss")}  # every active objective
+    assert rows["matching_loss"]["floor"] == pytest.approx(math.log(5))
+    assert rows["contrastive_loss"]["floor"] == pytest.approx(math.log(8))  # trainer.batch_size=8
+    assert all(r["floor"] > 0 and math.isfinite(r["first"]) for r in rows.values())
+    assert "| matching_loss |" in (root / "reports" / "pretrain.md").read_text()
+    assert "losses at their floor" in out.stdout
+
+
+def test_a_flat_loss_is_reported_at_its_floor_and_a_falling_one_as_learned():
+    floors = {"matching_loss": math.log(5), "mlm_loss": 4.0}
+    rows = {r["loss"]: r for r in floor_table({"matching_loss": (1.61, 1.60), "mlm_loss": (5.0, 2.0)}, floors)}
+    assert not rows["matching_loss"]["learned"] and rows["mlm_loss"]["learned"]
 
 
 def test_image_tokenizer_reconstructs_better_than_a_constant(pretrained):

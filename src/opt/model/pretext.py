@@ -1,4 +1,10 @@
-"""One pre-training forward: mask, encode once, fuse, and sum the weighted pretext losses.
+"""One pre-training forward: mask, encode, fuse, and sum the weighted pretext losses.
+
+Token-level objectives (MLM, MVM, MAM, denoising) read the pass that masks text tokens and image
+and audio patches. Sample-level objectives (contrastive, matching) compare whole samples, so
+they read a second, clean encoding of the same batch, as retrieval sees it: on the masked pass
+about one attribute word per caption is hidden and positive pairs become ambiguous (issue 14:
+100 steps, zero-shot text->image R@1 0.010 on masked encodings, 0.139 on clean ones).
 
 `pretext_losses(model, batch, objectives, special, generator)` returns a dict of every active
 `*_loss` plus `loss` (their weighted sum). `batch` holds tokens, token_count, image, mel,
@@ -105,7 +111,8 @@ def denoising(model, fused, batch, o, special: SpecialTokens) -> dict:
 
 
 def sample_level(model, encoded: dict, o, g: masking.Draw) -> dict:
-    """Contrastive alignment of modality embeddings and tri-modal matching over swapped inputs."""
+    """Contrastive alignment of modality embeddings and tri-modal matching over swapped inputs,
+    on the clean (unmasked) encodings `encoded` (modality -> Encoded)."""
     losses = {}
     if o.contrastive:
         emb = {m: model.embed(e, m) for m, e in encoded.items()}
@@ -138,10 +145,11 @@ def pretext_losses(model, batch: dict, o, special: SpecialTokens, g: masking.Dra
     drop = {TEXT: o.drop_text, IMAGE: o.drop_image, AUDIO: o.drop_audio}
     present = masking.drop_modalities(b, {m: drop[m] for m in modalities}, g, device)
     fused = model.fuse(encoded, present)
+    clean = model.encode(batch, modalities) if o.contrastive or o.matching else {}
     losses = {
         **token_level(model, fused, batch, masks, labels, present, o),
         **denoising(model, fused, batch, o, special),
-        **sample_level(model, encoded, o, g),
+        **sample_level(model, clean, o, g),
     }
     weights = {
         "mlm": o.mlm,

@@ -30,6 +30,7 @@ from opt.model.masking import Draw
 from opt.model.opt import OPT, Dims
 from opt.model.pretext import SpecialTokens, pretext_losses
 from opt.train.checkpoint import load_weights
+from opt.train.floors import pretrain_report
 from opt.train.seeding import seed_everything
 from opt.train.trainer import Trainer, fingerprint
 from opt.train.zero_shot import zero_shot_retrieval
@@ -93,6 +94,12 @@ def pretrain(cfg, stop_at: int | None = None) -> dict:
     write_metrics(cfg, "pretrain", result)
     if (run_dir / "losses.csv").exists():  # absent after 0 steps (the no-pre-training baseline)
         shutil.copy(run_dir / "losses.csv", path(cfg, "metrics") / "pretrain_losses.csv")
+        flat = [
+            r["loss"]
+            for r in pretrain_report(cfg, run_dir / "losses.csv", special.count, special.pad)
+            if not r["learned"]
+        ]
+        print(f"pretrain: losses at their floor (reports/pretrain.md): {', '.join(flat) or 'none'}")
     print(
         f"pretrain: {result['step']} steps, final loss {result['final'].get('loss', float('nan')):.3f}, "
         f"zero-shot text->image R@1 {result['zero_shot']['text_to_image']['R@1']:.3f}"
