@@ -17,7 +17,9 @@ pytestmark = pytest.mark.timeout(1800)  # runs the whole tiny pipeline as Prefec
 @pytest.fixture(scope="module", autouse=True)
 def harness(tmp_path_factory):
     with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path_factory.mktemp("prefect-results")}):
-        with prefect_test_harness():
+        # Prefect's 30 s default for the temporary API server to come up timed out on a loaded
+        # 2-core machine (CI beside a training run); the per-test limit still stops a real hang.
+        with prefect_test_harness(server_startup_timeout=600):
             yield
 
 
