@@ -18,6 +18,7 @@ Resumable training checkpoints (checkpoints/) belong to the trainer (opt.train.c
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -98,8 +99,6 @@ def vq_identity(cfg) -> str:
 
 def save_image_tokenizer(cfg, vq, codes: dict[str, np.ndarray]) -> Path:
     """The VQ weights and the code grid of every split (replacing what was there)."""
-    import shutil
-
     out = image_tokenizer_dir(cfg)
     shutil.rmtree(out, ignore_errors=True)
     (out / CODES_DIR).mkdir(parents=True)

@@ -118,6 +118,6 @@ def judge(probe: Probe, images: Tensor, batch_size: int = 64) -> tuple[np.ndarra
 
 def probe(cfg) -> dict:
     """`opt probe`: train (or keep, when its data and steps are unchanged) the attribute probe."""
-    trained, labels = load_or_train_probe(cfg, training_split(cfg, "train", with_codes=False))
+    _, labels = load_or_train_probe(cfg, training_split(cfg, "train", with_codes=False))
     print(f"probe: {len(labels)} labels -> {probe_dir(cfg)}")
     return {"labels": len(labels), "steps": int(cfg.task.probe_steps)}

@@ -61,7 +61,7 @@ def copy_models(cfg, source, target) -> list[str]:
     from opt.tasks import get_task
     from opt.tasks.base import TaskContext
 
-    artifacts.pretrained_identity(source)  # present, or MissingArtifact naming `opt pretrain`
+    artifacts.require(artifacts.pretrained_dir(source) / artifacts.WEIGHTS, "pre-trained model", "opt pretrain")
     shutil.copytree(artifacts.pretrained_dir(source), artifacts.pretrained_dir(target))
     artifacts.image_tokenizer_dir(target).mkdir(parents=True)
     shutil.copy2(artifacts.vq_file(source), artifacts.image_tokenizer_dir(target) / artifacts.VQ_WEIGHTS)
