@@ -3,7 +3,18 @@
 import pytest
 import torch
 
-from opt.model.masking import IGNORE, Draw, drop_modalities, mask_patches, mask_text, matching_cases
+from opt.model.masking import (
+    ALL,
+    IGNORE,
+    IMAGE_HELD_OUT,
+    TEXT_HELD_OUT,
+    Draw,
+    draw_setups,
+    drop_modalities,
+    mask_patches,
+    mask_text,
+    matching_cases,
+)
 
 
 def draw(seed=0):
@@ -53,6 +64,24 @@ def test_modality_dropping_follows_probabilities_and_never_drops_everything():
     assert (torch.stack(list(everything_dropped.values()), 1).sum(1) == 1).all()
 
 
+def test_setups_hold_out_the_decoder_targets_in_their_shares():
+    setup, present = draw_setups(6000, 0.3, 0.2, True, draw())
+    text, image, audio = present["text"], present["image"], present["audio"]
+    assert 0.27 < (setup == TEXT_HELD_OUT).float().mean() < 0.33
+    assert 0.17 < (setup == IMAGE_HELD_OUT).float().mean() < 0.23
+    assert (text & image & audio)[setup == ALL].all()
+    held_text, held_image = setup == TEXT_HELD_OUT, setup == IMAGE_HELD_OUT
+    assert not text[held_text].any() and (image | audio)[held_text].all()
+    assert not image[held_image].any() and text[held_image].all()
+    for context in (image & audio, image & ~audio, ~image & audio):  # every captioning/ASR context occurs
+        assert 0.25 < context[held_text].float().mean() < 0.42
+    assert 0.4 < audio[held_image].float().mean() < 0.6
+    _, two = draw_setups(1000, 0.5, 0.5, False, draw())
+    assert set(two) == {"text", "image"} and (two["text"] ^ two["image"]).all()
+    with pytest.raises(ValueError, match="at most 1"):
+        draw_setups(10, 0.6, 0.5, True, draw())
+
+
 @pytest.mark.parametrize("b", [3, 4, 16])
 def test_matching_sources_match_the_five_cases(b):
     for seed in range(20):
@@ -70,6 +99,21 @@ def test_matching_draws_every_case():
     case, _, _ = matching_cases(1000, draw())
     assert set(case.tolist()) == {0, 1, 2, 3, 4}
     assert set(matching_cases(1000, draw(), cases=2)[0].tolist()) == {0, 1}
+
+
+def test_hard_negatives_follow_the_weights_and_never_pick_the_sample_itself():
+    weights = torch.zeros(4, 10)
+    weights[:, 7] = 1.0  # every anchor's most similar other sample is 7 ...
+    weights[torch.arange(4), torch.arange(4)] = 5.0  # ... after itself, which must never be drawn
+    weights[3, 7], weights[3, 8] = 0.0, 1.0  # anchor 3: sample 8
+    for seed in range(10):
+        case, image_src, audio_src = matching_cases(4, draw(seed), image_weights=weights, audio_weights=weights)
+        swapped = (case == 1) | (case == 3) | (case == 4)
+        expected = torch.tensor([7, 7, 7, 8])
+        assert torch.equal(image_src[swapped], expected[swapped])
+        own = torch.arange(4)
+        assert torch.equal(image_src[~swapped], own[~swapped])
+        assert ((audio_src != image_src) | (case != 4)).all()
 
 
 def test_sliced_draw_gives_each_process_its_rows_of_the_global_draw():

@@ -1,11 +1,12 @@
 """The OPT model: shapes for every subset of modalities, padding, decoders and KV cache."""
 
-from itertools import combinations
+from itertools import combinations, product
 
 import pytest
 import torch
-from model_fixtures import DIMS, random_batch, tiny_model
+from model_fixtures import DIMS, random_batch, tiny_model, tiny_model_config
 
+from opt.model.decoders import Decoder
 from opt.model.encoders import Modality, patchify, unpatchify
 
 SUBSETS = [s for n in (1, 2, 3) for s in combinations(list(Modality), n)]
@@ -155,3 +156,54 @@ def test_trimming_shared_padding_changes_no_real_token():
         a = full.tokens[:, full.spans[m]][full.valid[:, full.spans[m]]]
         b = short.tokens[:, short.spans[m]][short.valid[:, short.spans[m]]]
         assert torch.allclose(a, b, atol=1e-5)
+
+
+class TableDecoder(Decoder):
+    """A hand-built decoder over symbols a=0, b=1, end=2: next-symbol probabilities by prefix."""
+
+    TABLE = {(): (0.6, 0.4, 1e-6), (0,): (0.34, 0.33, 0.33), (1,): (0.005, 0.005, 0.99)}
+    LONGER = (0.05, 0.05, 0.9)
+
+    def next_logits(self, prefix, context, context_mask, cache):
+        rows = [self.TABLE.get(tuple(p[1:]), self.LONGER) for p in prefix.tolist()]  # BOS first
+        return torch.tensor(rows).log()
+
+
+def table_decoder() -> TableDecoder:
+    return TableDecoder(tiny_model_config(), vocab=3, length=3, layers=1)
+
+
+def best_by_brute_force(decoder: TableDecoder, steps: int, alpha: float) -> list[int]:
+    """Every sequence of `steps` symbols cut after its first end, ranked as beam search ranks."""
+    best, best_score = None, float("-inf")
+    for seq in product(range(3), repeat=steps):
+        cut = list(seq[: seq.index(2) + 1]) if 2 in seq else list(seq)
+        logp = sum(
+            torch.tensor(decoder.TABLE.get(tuple(cut[:i]), decoder.LONGER)[s]).log().item() for i, s in enumerate(cut)
+        )
+        if logp / len(cut) ** alpha > best_score:
+            best, best_score = cut, logp / len(cut) ** alpha
+    return best
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_beam_search_returns_the_highest_scoring_sequence(alpha):
+    decoder, context, valid = table_decoder(), torch.zeros(1, 1, 64), torch.ones(1, 1, dtype=torch.bool)
+    greedy = decoder.beam_search(context, valid, steps=3, width=1, end=2, length_penalty=alpha)
+    assert greedy.tolist() == [[0, 0, 2]]  # greedy takes a (0.6) and ends far below b, end (0.4 x 0.99)
+    exhaustive = decoder.beam_search(context, valid, steps=3, width=27, end=2, length_penalty=alpha)
+    expected = best_by_brute_force(decoder, 3, alpha)
+    assert expected == [1, 2]
+    assert exhaustive[0, : len(expected)].tolist() == expected and (exhaustive[0, len(expected) :] == 2).all()
+    assert decoder.beam_search(context, valid, steps=3, width=2, end=2, length_penalty=alpha).tolist() == [[1, 2, 2]]
+
+
+def test_beam_search_of_width_one_is_greedy_decoding():
+    model = tiny_model(seed=3, text_decoder_layers=2).eval()
+    fused = model(random_batch(4, seed=1))
+    greedy = model.text_decoder.generate(fused.tokens, fused.valid)
+    end = int(greedy[0, 2])  # an end symbol that row 0 emits, so rows stop at different places
+    beam = model.text_decoder.beam_search(fused.tokens, fused.valid, model.text_decoder.length, 1, end)
+    for g, b in zip(greedy.tolist(), beam.tolist(), strict=True):
+        stop = g.index(end) + 1 if end in g else len(g)
+        assert b[:stop] == g[:stop] and all(s == end for s in b[stop:])

@@ -7,9 +7,10 @@ from model_fixtures import random_batch, tiny_model
 from trainer_fixtures import SPECIAL
 
 from opt.config import load_config
+from opt.model import objectives as objectives_module
 from opt.model.encoders import Modality
 from opt.model.masking import Draw
-from opt.model.objectives import contrastive_loss
+from opt.model.objectives import contrastive_loss, decoder_loss
 from opt.model.pretext import pretext_losses
 
 ALL_LOSSES = {
@@ -104,6 +105,44 @@ def test_each_objective_falls_when_a_tiny_batch_is_repeated():
         assert last[name] < first[name], f"{name} did not fall: {first[name]:.3f} -> {last[name]:.3f}"
 
 
+def decoder_contexts(monkeypatch, model, batch, o, seed: int = 3) -> dict:
+    """decoder -> (targets, context, context valid) that `pretext_losses` gave it."""
+    seen = {}
+
+    def spy(decoder, targets, context, valid, ignore=None):
+        seen[decoder] = (targets, context, valid)
+        return decoder_loss(decoder, targets, context, valid, ignore)
+
+    monkeypatch.setattr(objectives_module, "decoder_loss", spy)
+    pretext_losses(model, batch, o, SPECIAL, Draw(torch.Generator().manual_seed(seed)))
+    return seen
+
+
+@pytest.mark.parametrize("clean_context", [False, True])
+def test_each_decoder_learns_only_where_its_target_is_absent_from_the_context(monkeypatch, clean_context):
+    """Changing a decoder's target modality in the inputs changes its targets but not one valid
+    position of the context it reads."""
+    model, batch, o = tiny_model(), random_batch(16), objectives("hold_out", clean_context=clean_context)
+    other_text = torch.where(batch["tokens"] >= 7, 7 + (batch["tokens"] - 6) % 40, batch["tokens"])
+    cases = {
+        model.text_decoder: {**batch, "tokens": other_text},
+        model.image_decoder: {**batch, "image": 1 - batch["image"], "codes": (batch["codes"] + 1) % 16},
+    }
+    before = decoder_contexts(monkeypatch, model, batch, o)
+    for decoder, changed in cases.items():
+        targets, context, valid = before[decoder]
+        targets_now, context_now, valid_now = decoder_contexts(monkeypatch, model, changed, o)[decoder]
+        assert not torch.equal(targets, targets_now)
+        assert torch.equal(valid, valid_now) and valid.any(1).all()
+        assert torch.allclose(context[valid], context_now[valid], atol=1e-6)
+    only_images = decoder_contexts(
+        monkeypatch, model, batch, objectives("hold_out", hold_out_text=0.0, hold_out_image=0.5)
+    )
+    assert (
+        model.text_decoder not in only_images and model.image_decoder in only_images
+    )  # no text held out: no text loss
+
+
 def test_sample_level_objectives_see_the_unmasked_inputs(monkeypatch):
     """Contrastive and matching compare whole samples: they get the encodings of the clean batch,
     not those of the pass that masks tokens and patches for the token-level objectives."""
@@ -128,6 +167,50 @@ def test_sample_level_objectives_see_the_unmasked_inputs(monkeypatch):
     for m, encoded in seen.items():
         assert torch.allclose(encoded.tokens, clean[m].tokens)
         assert not torch.allclose(encoded.tokens, masked[m].tokens)  # the spy would see a masked pass
+
+
+def test_a_clean_context_leaves_the_samples_with_a_held_out_modality_unmasked(monkeypatch):
+    from opt.model import masking, pretext
+
+    model, batch, seen = tiny_model(), random_batch(16), {}
+    real = pretext.mask_batch
+
+    def spy(model_, batch_, o, special, g, rows=None):
+        seen["rows"] = rows
+        return real(model_, batch_, o, special, g, rows)
+
+    monkeypatch.setattr(pretext, "mask_batch", spy)
+    for clean in (False, True):
+        o = objectives("hold_out", clean_context=clean)
+        pretext_losses(model, batch, o, SPECIAL, Draw(torch.Generator().manual_seed(4)))
+        setup, _ = masking.draw_setups(
+            16, o.hold_out_text, o.hold_out_image, True, Draw(torch.Generator().manual_seed(4))
+        )
+        if clean:
+            assert torch.equal(seen["rows"], setup == masking.ALL) and not seen["rows"].all()
+        else:
+            assert seen["rows"] is None  # every sample masked
+
+
+def test_held_out_setups_refuse_whole_modality_dropping_beside_them():
+    o = objectives("hold_out", drop_audio=0.1)
+    with pytest.raises(ValueError, match="drop_text/drop_image/drop_audio"):
+        pretext_losses(tiny_model(), random_batch(8), o, SPECIAL, Draw(torch.Generator().manual_seed(0)))
+
+
+def test_hard_negative_matching_fuses_its_share_of_the_batch(monkeypatch):
+    from opt.model import pretext
+
+    seen, real = {}, objectives_module.matching_loss
+
+    def spy(model_, fused_cls, cases):
+        seen["rows"] = fused_cls.shape[0]
+        return real(model_, fused_cls, cases)
+
+    monkeypatch.setattr(objectives_module, "matching_loss", spy)
+    o = objectives("hold_out", matching_share=0.25, matching_hard_negatives=True)
+    losses = pretext.pretext_losses(tiny_model(), random_batch(16), o, SPECIAL, Draw(torch.Generator().manual_seed(0)))
+    assert seen["rows"] == 4 and torch.isfinite(losses["matching_loss"])
 
 
 def test_the_contrastive_loss_does_not_depend_on_the_masking_draw():

@@ -84,6 +84,11 @@ class PreparedDataset(Dataset):
             "index": torch.tensor(index, dtype=torch.int64),
         }
 
+    def lengths(self) -> torch.Tensor:
+        """(N,) int64 audio frames of every item (at most max_frames), for length-bucketed batches."""
+        frames = [np.asarray(self.arrays(i)["mel_frames"]) for i in range(len(self.shard_names))]
+        return torch.from_numpy(np.concatenate(frames).astype(np.int64)).clamp(max=self.max_frames)
+
     def records(self) -> list[dict]:
         """Per-item records (keys, caption, objects, relations, ...) in item order."""
         return read_records(self.split_dir)

@@ -43,6 +43,9 @@ class TrainingSplit(Dataset):
     def records(self) -> list[dict]:
         return self.items.records()
 
+    def lengths(self) -> torch.Tensor:
+        return self.items.lengths()
+
 
 def batches(dataset: Dataset, batch_size: int):
     """Consecutive batches (dicts of stacked tensors) over a whole split, for evaluation."""

@@ -59,6 +59,13 @@ class ObjectivesConfig:
     drop_text: float = 0.1
     drop_image: float = 0.1
     drop_audio: float = 0.1
+    # or, with either > 0 (drop_* at 0), held-out setups: the share of samples whose text / image a
+    # decoder generates from the other modalities (objectives=hold_out, opt.model.pretext)
+    hold_out_text: float = 0.0
+    hold_out_image: float = 0.0
+    clean_context: bool = False  # held-out setups: samples with a held-out modality are not masked
+    matching_share: float = 1.0  # share of the batch fused for matching
+    matching_hard_negatives: bool = False  # swaps drawn by embedding similarity (ALBEF), else uniform
     use_audio: bool = True  # False: image+text only (the paper's ablation)
 
 
@@ -79,6 +86,8 @@ class TaskConfig:
     image_guidance: float = 3.0  # text_to_image: classifier-free guidance scale (1: plain conditional)
     image_temperature: float = 1.0  # text_to_image: sampling temperature of the VQ codes (0: greedy)
     image_top_k: int = 32  # text_to_image: sample among the k most likely codes (0: all)
+    beam_width: int = 3  # captioning, speech recognition: beam search width (1: greedy)
+    length_penalty: float = 0.0  # beam search: rank finished hypotheses by log-probability / length**this
 
 
 @dataclass
@@ -100,3 +109,4 @@ class TrainerConfig:
     resume: bool = True  # continue from the latest checkpoint of this run when present
     init_from: str | None = None  # start from these weights (fine-tuning); None: from scratch
     threads: int = 0  # torch intra-op threads; 0: torch's default
+    length_buckets: int = 0  # >0: batches sorted by audio length this many at a time (less padding); 0: off

@@ -58,16 +58,57 @@ class Decoder(nn.Module):
         out = torch.full((b, 1), self.bos, dtype=torch.long, device=context.device)
         cache = [{} for _ in self.stack.blocks] if use_cache else None
         cmask = key_mask(context_valid)
-        for t in range(steps):
-            inputs = out[:, -1:] if use_cache else out  # (B,1) with a cache, else the whole prefix
-            inputs = inputs.repeat(2, 1) if guided else inputs
-            x = self.embed(inputs) + self.pos[:, t + 1 - inputs.shape[1] : t + 1]
-            logits = self.head(self.stack(x, causal=True, context=context, context_mask=cmask, cache=cache))[:, -1]
+        for _ in range(steps):
+            inputs = out.repeat(2, 1) if guided else out
+            logits = self.next_logits(inputs, context, cmask, cache)
             if guided:
                 conditional, null = logits.float().chunk(2)
                 logits = null + guidance * (conditional - null)
             out = torch.cat([out, sample(logits, temperature, top_k, generator)[:, None]], dim=1)
         return out[:, 1:]
+
+    def next_logits(self, prefix: Tensor, context: Tensor, context_mask: Tensor, cache: list | None) -> Tensor:
+        """Logits (N,V) of the symbol after `prefix` (N,t+1) (BOS first); with a KV cache only its
+        last symbol is run (the cache holds the rest)."""
+        t = prefix.shape[1] - 1
+        inputs = prefix[:, -1:] if cache is not None else prefix
+        x = self.embed(inputs) + self.pos[:, t + 1 - inputs.shape[1] : t + 1]
+        return self.head(self.stack(x, causal=True, context=context, context_mask=context_mask, cache=cache))[:, -1]
+
+    @torch.no_grad()
+    def beam_search(
+        self, context: Tensor, context_valid: Tensor, steps: int, width: int, end: int, length_penalty: float = 1.0
+    ) -> Tensor:
+        """Beam search with a KV cache -> symbols (B, steps), each row the best of its `width`
+        final hypotheses by log-probability / length**length_penalty (length up to and including
+        the first `end`; after it the row holds `end`). A hypothesis that has emitted `end` keeps
+        its score and its place in the beam; width 1 is greedy decoding."""
+        b, device = context.shape[0], context.device
+        context, cmask = context.repeat_interleave(width, 0), key_mask(context_valid.repeat_interleave(width, 0))
+        seqs = torch.full((b * width, 1), self.bos, dtype=torch.long, device=device)
+        scores = torch.full((b, width), float("-inf"), device=device)
+        scores[:, 0] = 0.0  # one live hypothesis to start from
+        done = torch.zeros(b * width, dtype=torch.bool, device=device)
+        lengths = torch.zeros(b * width, device=device)
+        cache = [{} for _ in self.stack.blocks]
+        for _ in range(steps):
+            logp = self.next_logits(seqs, context, cmask, cache).float().log_softmax(-1)  # (BW,V)
+            v = logp.shape[1]
+            logp[done] = float("-inf")
+            logp[done, end] = 0.0  # a finished hypothesis only continues with `end`, at no cost
+            top, flat = (scores.reshape(-1, 1) + logp).view(b, width * v).topk(width, dim=1)  # (B,W)
+            source = (torch.arange(b, device=device)[:, None] * width + flat // v).reshape(-1)
+            symbol = (flat % v).reshape(-1, 1)
+            seqs, scores = torch.cat([seqs[source], symbol], dim=1), top
+            lengths = lengths[source] + (~done[source]).float()
+            done = done[source] | (symbol[:, 0] == end)
+            for block in cache:  # each hypothesis continues from its source's keys and values
+                block["self"] = {k: x[source] for k, x in block.get("self", {}).items()}
+            if done.all():
+                break
+        best = (scores / lengths.view(b, width).clamp(min=1) ** length_penalty).argmax(dim=1)
+        out = seqs.view(b, width, -1)[torch.arange(b, device=device), best, 1:]
+        return torch.nn.functional.pad(out, (0, steps - out.shape[1]), value=end)
 
 
 def sample(logits: Tensor, temperature: float, top_k: int = 0, generator: Generators = None) -> Tensor:

@@ -1,7 +1,8 @@
 """Masking as small pure functions; all randomness comes from an explicit `Draw`.
 
 Token level: BERT-style text masking, random patch masks. Modality level: whole-modality
-dropping. Sample level: OPT's five tri-modal matching cases.
+dropping, or setups that hold one modality out of the context for a decoder to generate. Sample
+level: OPT's five tri-modal matching cases, with random or hard negatives.
 """
 
 from __future__ import annotations
@@ -78,25 +79,81 @@ def drop_modalities(batch_size: int, probabilities: dict, draw: Draw, device: to
     return {m: present[:, i] for i, m in enumerate(names)}
 
 
+ALL, TEXT_HELD_OUT, IMAGE_HELD_OUT = 0, 1, 2  # a sample's setup: what the context leaves out
+
+
+def draw_setups(
+    batch_size: int, hold_out_text: float, hold_out_image: float, use_audio: bool, draw: Draw, device="cpu"
+) -> tuple[Tensor, dict]:
+    """Modality-level masking: each sample's setup and which modalities its fused context holds.
+
+    A share `hold_out_text` of samples leaves its text out (context image+audio, image or audio,
+    equally likely; image alone without audio), so the text decoder writes a caption or a
+    transcript; a share `hold_out_image` leaves its image out (context text+audio or text), so the
+    image decoder draws it; the rest keep every modality (token-level objectives).
+    Returns (setup (B,) in {ALL, TEXT_HELD_OUT, IMAGE_HELD_OUT}, modality -> (B,) bool present).
+    """
+    if hold_out_text + hold_out_image > 1:
+        raise ValueError(f"hold_out_text + hold_out_image must be at most 1, got {hold_out_text} + {hold_out_image}")
+    roll, context = draw.rand((batch_size,), device), draw.randint(0, 6, (batch_size,), device)
+    setup = torch.full((batch_size,), ALL, dtype=torch.long, device=device)
+    setup[roll < hold_out_text + hold_out_image] = IMAGE_HELD_OUT
+    setup[roll < hold_out_text] = TEXT_HELD_OUT
+    text_out, image_out = setup == TEXT_HELD_OUT, setup == IMAGE_HELD_OUT
+    if use_audio:  # context % 3 for text held out: 0 image+audio, 1 image, 2 audio; % 2 for image held out
+        image = ~image_out & ~(text_out & (context % 3 == 2))
+        audio = ~(text_out & (context % 3 == 1)) & ~(image_out & (context % 2 == 1))
+        return setup, {"text": ~text_out, "image": image, "audio": audio}
+    return setup, {"text": ~text_out, "image": ~image_out}
+
+
 def matching_cases(
-    batch_size: int, draw: Draw, cases: int = 5, device: torch.device | str = "cpu"
+    rows: int,
+    draw: Draw,
+    cases: int = 5,
+    device: torch.device | str = "cpu",
+    image_weights: Tensor | None = None,
+    audio_weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Draw one of OPT's matching cases per sample and the sources of its image and audio.
+    """Draw one of OPT's matching cases for each of the first `rows` samples of a batch, and the
+    sources of its image and audio.
 
     0 all matched; 1 image from another sample; 2 audio from another sample; 3 image and audio
     both from one other sample; 4 image and audio from two different other samples.
-    Returns (case (B,), image_source (B,), audio_source (B,)) as sample indices. Swaps stay
-    within this process's batch, so matching draws from the local batch alone.
+    Without weights the other samples are uniform over the `rows` samples. With hard negatives
+    they come from a batch of P >= rows samples, drawn in proportion to row i of `image_weights`
+    (rows,P) (the second one of case 4: `audio_weights`, uniform when None); weights that favour
+    the samples most similar to sample i give hard negatives (ALBEF).
+    Returns (case (rows,), image_source (rows,), audio_source (rows,)) as sample indices. Swaps
+    stay within this process's batch, so matching draws from the local batch alone.
     """
     draw = Draw(draw.generator)
-    if batch_size < 3:
+    pool = rows if image_weights is None else image_weights.shape[1]
+    if pool < 3:
         raise ValueError("tri-modal matching needs a batch of at least 3 samples")
-    case = draw.randint(0, cases, (batch_size,), device)
-    index = torch.arange(batch_size, device=device)
-    shift_a = draw.randint(1, batch_size, (batch_size,), device)
-    shift_b = draw.randint(1, batch_size - 1, (batch_size,), device)
-    shift_b = shift_b + (shift_b >= shift_a).long()  # in 1..B-1 and != shift_a
-    other_a, other_b = (index + shift_a) % batch_size, (index + shift_b) % batch_size
+    case = draw.randint(0, cases, (rows,), device)
+    index = torch.arange(rows, device=device)
+    if image_weights is None:
+        shift_a = draw.randint(1, rows, (rows,), device)
+        shift_b = draw.randint(1, rows - 1, (rows,), device)
+        shift_b = shift_b + (shift_b >= shift_a).long()  # in 1..B-1 and != shift_a
+        other_a, other_b = (index + shift_a) % rows, (index + shift_b) % rows
+    else:
+        other_a = pick_other(image_weights, draw.generator).to(device)
+        other_b = pick_other(audio_weights, draw.generator, other_a.cpu(), image_weights.shape).to(device)
     image_source = torch.where((case == 1) | (case == 3) | (case == 4), other_a, index)
     audio_source = torch.where((case == 2) | (case == 3), other_a, torch.where(case == 4, other_b, index))
     return case, image_source, audio_source
+
+
+def pick_other(
+    weights: Tensor | None, generator: torch.Generator, also_not: Tensor | None = None, shape: tuple | None = None
+) -> Tensor:
+    """(rows,) index of another sample for each row, drawn in proportion to `weights` (rows,P)
+    (uniform over `shape` when None), never the row itself (column i) nor `also_not` (rows,)."""
+    w = torch.ones(shape) if weights is None else weights.detach().float().cpu().clamp(min=0) + 1e-6
+    rows, pool = w.shape
+    w = w.masked_fill(torch.eye(rows, pool, dtype=torch.bool), 0.0)
+    if also_not is not None:
+        w[torch.arange(rows), also_not] = 0.0
+    return torch.multinomial(w, 1, generator=generator)[:, 0]

@@ -6,6 +6,15 @@ they read a second, clean encoding of the same batch, as retrieval sees it: on t
 about one attribute word per caption is hidden and positive pairs become ambiguous (issue 14:
 100 steps, zero-shot text->image R@1 0.010 on masked encodings, 0.139 on clean ones).
 
+Modality level, two designs. By default (`drop_*`) whole modalities drop out of a sample's fused
+context independently and the decoders rebuild the caption and the image codes from the masked
+fusion, which still holds most of their target. With `hold_out_text`/`hold_out_image` > 0
+(`objectives=hold_out`) each sample draws a setup instead (masking.draw_setups): every modality,
+text held out (the text decoder writes it from image and/or audio) or image held out (the image
+decoder draws it from text with or without audio), and a decoder's loss is computed only where
+its target is absent from the context. `clean_context` leaves the samples with a held-out
+modality unmasked.
+
 `pretext_losses(model, batch, objectives, special, generator)` returns a dict of every active
 `*_loss` plus `loss` (their weighted sum). `batch` holds tokens, token_count, image, mel,
 mel_frames and codes (B,N) from the VQ image tokenizer.
@@ -44,8 +53,11 @@ def modalities_of(objectives) -> tuple:
     return (TEXT, IMAGE, AUDIO) if objectives.use_audio else (TEXT, IMAGE)
 
 
-def mask_batch(model, batch: dict, o, special: SpecialTokens, g: masking.Draw) -> tuple[dict, dict, Tensor]:
-    """Masked copy of the batch, modality -> (B,N) masked patches, and MLM labels (B,L)."""
+def mask_batch(
+    model, batch: dict, o, special: SpecialTokens, g: masking.Draw, rows: Tensor | None = None
+) -> tuple[dict, dict, Tensor]:
+    """Masked copy of the batch, modality -> (B,N) masked patches, and MLM labels (B,L); only the
+    samples in `rows` (B,) bool are masked (None: all), the others stay clean."""
     tokens, labels = masking.mask_text(
         batch["tokens"], batch["token_count"], o.text_mask_ratio, special.mask, model.dims.vocab_size, special.count, g
     )
@@ -57,6 +69,10 @@ def mask_batch(model, batch: dict, o, special: SpecialTokens, g: masking.Draw) -
             batch["mel"], batch["mel_frames"], model.cfg.audio_patch_frames, model.cfg.max_audio_patches
         )
         masks[AUDIO] = masking.mask_patches(audio_valid, o.audio_mask_ratio, g)
+    if rows is not None:
+        tokens = torch.where(rows[:, None], tokens, batch["tokens"])
+        labels = labels.masked_fill(~rows[:, None], IGNORE)
+        masks = {m: mask & rows[:, None] for m, mask in masks.items()}
     pf, max_patches = model.cfg.audio_patch_frames, model.cfg.max_audio_patches
     trimmed = trim_to_content({**batch, "tokens": tokens}, pf, max_patches)
     length = trimmed["tokens"].shape[1]
@@ -66,7 +82,8 @@ def mask_batch(model, batch: dict, o, special: SpecialTokens, g: masking.Draw) -
 
 
 def token_level(model, fused, batch, masks, labels, present, o) -> dict:
-    """MLM, MVM, MAM on the fused tokens, for samples whose modality is present."""
+    """MLM, MVM, MAM on the fused tokens; present: modality -> (B,) bool samples that hold the
+    modality and carry its masks."""
     losses = {}
     if o.mlm:
         losses["mlm_loss"] = obj.mlm_loss(
@@ -97,33 +114,49 @@ def token_level(model, fused, batch, masks, labels, present, o) -> dict:
     return losses
 
 
-def denoising(model, fused, batch, o, special: SpecialTokens) -> dict:
-    """Text decoder rebuilds the caption and image decoder the VQ codes, from the masked fusion."""
+def decoders(model, fused, batch, setup: Tensor | None, o, special: SpecialTokens) -> dict:
+    """The text decoder writes the caption and the image decoder the VQ codes: of every sample
+    from its (masked) fusion when `setup` is None, else of the samples whose text / image is held
+    out of their context."""
     losses = {}
-    if o.text_denoise:
-        pad = batch["tokens"] == special.pad
+    text_rows = image_rows = slice(None)
+    if setup is not None:
+        text_rows, image_rows = setup == masking.TEXT_HELD_OUT, setup == masking.IMAGE_HELD_OUT
+    if o.text_denoise and (setup is None or text_rows.any()):
+        tokens = batch["tokens"][text_rows]
         losses["text_denoise_loss"] = obj.decoder_loss(
-            model.text_decoder, batch["tokens"], fused.tokens, fused.valid, pad
+            model.text_decoder, tokens, fused.tokens[text_rows], fused.valid[text_rows], tokens == special.pad
         )
-    if o.image_denoise:
-        losses["image_denoise_loss"] = obj.decoder_loss(model.image_decoder, batch["codes"], fused.tokens, fused.valid)
+    if o.image_denoise and (setup is None or image_rows.any()):
+        losses["image_denoise_loss"] = obj.decoder_loss(
+            model.image_decoder, batch["codes"][image_rows], fused.tokens[image_rows], fused.valid[image_rows]
+        )
     return losses
 
 
 def sample_level(model, encoded: dict, o, g: masking.Draw) -> dict:
-    """Contrastive alignment of modality embeddings and tri-modal matching over swapped inputs,
-    on the clean (unmasked) encodings `encoded` (modality -> Encoded)."""
+    """Contrastive alignment of modality embeddings, and tri-modal matching of the first
+    `matching_share` of the batch (against hard negatives drawn from the whole batch by embedding
+    similarity when `matching_hard_negatives`), on the clean encodings `encoded` (modality -> Encoded)."""
     losses = {}
+    emb = {m: model.embed(e, m) for m, e in encoded.items()} if o.contrastive or o.matching_hard_negatives else {}
     if o.contrastive:
-        emb = {m: model.embed(e, m) for m, e in encoded.items()}
         pairs = [(TEXT, IMAGE), (TEXT, AUDIO), (IMAGE, AUDIO)] if o.use_audio else [(TEXT, IMAGE)]
         losses["contrastive_loss"] = sum(
             obj.contrastive_loss(emb[a], emb[b], model.logit_scale) for a, b in pairs
         ) / len(pairs)
     if o.matching:
-        b = encoded[TEXT].tokens.shape[0]
-        cases, image_src, audio_src = masking.matching_cases(b, g, 5 if o.use_audio else 2, encoded[TEXT].tokens.device)
-        swapped = {TEXT: encoded[TEXT], IMAGE: take(encoded[IMAGE], image_src)}
+        b, device = encoded[TEXT].tokens.shape[0], encoded[TEXT].tokens.device
+        k = min(b, max(3, round(o.matching_share * b)))
+        weights = {}
+        if o.matching_hard_negatives:
+            scale = model.logit_scale.exp().clamp(max=100).detach()
+            weights = {m: (scale * emb[TEXT][:k] @ emb[m].t()).softmax(-1) for m in emb if m != TEXT}  # (k,B)
+        cases, image_src, audio_src = masking.matching_cases(
+            k, g, 5 if o.use_audio else 2, device, weights.get(IMAGE), weights.get(AUDIO)
+        )
+        text = encoded[TEXT] if k == b else take(encoded[TEXT], torch.arange(k, device=device))
+        swapped = {TEXT: text, IMAGE: take(encoded[IMAGE], image_src)}
         if o.use_audio:
             swapped[AUDIO] = take(encoded[AUDIO], audio_src)
         fused = model.fuse(swapped)
@@ -131,24 +164,55 @@ def sample_level(model, encoded: dict, o, g: masking.Draw) -> dict:
     return losses
 
 
+def clean_encodings(model, batch: dict, modalities, encoded: dict, masked_rows: Tensor | None) -> dict:
+    """Encodings of the unmasked batch: a second pass over the masked samples `masked_rows` (B,)
+    (None: all); the others reuse the masked pass, which left them unmasked."""
+    if masked_rows is None:
+        return model.encode(batch, modalities)
+    if not masked_rows.any():
+        return encoded
+    again = model.encode({k: v[masked_rows] for k, v in batch.items()}, modalities)
+    out = {}
+    for m, e in encoded.items():
+        tokens = e.tokens.clone()
+        tokens[masked_rows] = again[m].tokens.to(tokens.dtype)
+        out[m] = Encoded(tokens, e.valid)
+    return out
+
+
 def take(encoded: Encoded, index: Tensor) -> Encoded:
     return Encoded(encoded.tokens[index], encoded.valid[index])
+
+
+def modality_level(b: int, o, g: masking.Draw, device) -> tuple[Tensor, dict]:
+    """(setup (B,), modality -> (B,) bool present) of the held-out design."""
+    if o.drop_text or o.drop_image or o.drop_audio:
+        raise ValueError(
+            "objectives.hold_out_text/hold_out_image replace drop_text/drop_image/drop_audio: set those to 0 "
+            "(objectives=hold_out does)"
+        )
+    return masking.draw_setups(b, o.hold_out_text, o.hold_out_image, o.use_audio, g, device)
 
 
 def pretext_losses(model, batch: dict, o, special: SpecialTokens, g: masking.Draw) -> dict:
     """Every active pretext loss and their weighted sum under `loss`."""
     b, device = batch["tokens"].shape[0], batch["tokens"].device
-    masked_batch, masks, labels = mask_batch(model, batch, o, special, g)
-    batch = {**trim_to_content(batch, model.cfg.audio_patch_frames, model.cfg.max_audio_patches)}
-    modalities = modalities_of(o)
+    modalities, setup, masked_rows = modalities_of(o), None, None
+    if o.hold_out_text or o.hold_out_image:
+        setup, present = modality_level(b, o, g, device)
+        masked_rows = setup == masking.ALL if o.clean_context else None
+    masked_batch, masks, labels = mask_batch(model, batch, o, special, g, masked_rows)
+    batch = trim_to_content(batch, model.cfg.audio_patch_frames, model.cfg.max_audio_patches)
     encoded = model.encode(masked_batch, modalities, masks)
-    drop = {TEXT: o.drop_text, IMAGE: o.drop_image, AUDIO: o.drop_audio}
-    present = masking.drop_modalities(b, {m: drop[m] for m in modalities}, g, device)
+    if setup is None:
+        drop = {TEXT: o.drop_text, IMAGE: o.drop_image, AUDIO: o.drop_audio}
+        present = masking.drop_modalities(b, {m: drop[m] for m in modalities}, g, device)
     fused = model.fuse(encoded, present)
-    clean = model.encode(batch, modalities) if o.contrastive or o.matching else {}
+    rows = present if masked_rows is None else {m: present[m] & masked_rows for m in modalities}
+    clean = clean_encodings(model, batch, modalities, encoded, masked_rows) if o.contrastive or o.matching else {}
     losses = {
-        **token_level(model, fused, batch, masks, labels, present, o),
-        **denoising(model, fused, batch, o, special),
+        **token_level(model, fused, batch, masks, labels, rows, o),
+        **decoders(model, fused, batch, setup, o, special),
         **sample_level(model, clean, o, g),
     }
     weights = {

@@ -21,7 +21,7 @@ from opt.model.encoders import Modality
 from opt.serving.bundle import read_bundle
 from opt.tasks import TASK_NAMES, get_task
 from opt.tasks.base import TaskContext
-from opt.tasks.captioning import generate_captions, to_uint8
+from opt.tasks.captioning import TextDecoding, generate_captions, to_uint8
 from opt.tasks.questions import Question
 from opt.tasks.retrieval import Retrieval, fused_query
 from opt.tasks.run import load_task_model
@@ -37,6 +37,7 @@ class Runtime:
         self.cfg, self.info = read_bundle(Path(root))
         self.device = torch.device(device)
         self.context = TaskContext(self.cfg, self.device)
+        self.decoding = TextDecoding.from_config(self.cfg.task)
         self.tokenizer = self.context.tokenizer
         self.tasks, self.models = {}, {}
         for name in TASK_NAMES:
@@ -85,17 +86,17 @@ class Runtime:
     # ---- capabilities ------------------------------------------------------------------------
     @torch.no_grad()
     def caption(self, images, steps: int | None = None) -> list[str]:
-        """(B,3,S,S) -> B captions (greedy, KV cache)."""
+        """(B,3,S,S) -> B captions (beam search as configured, KV cache)."""
         model = self.models["captioning"].opt
         steps = min(steps or model.text_decoder.length, model.text_decoder.length, self.tokenizer.max_length)
-        return generate_captions(model, self.image_batch(images), (I,), self.tokenizer, steps)
+        return generate_captions(model, self.image_batch(images), (I,), self.tokenizer, steps, self.decoding)
 
     @torch.no_grad()
     def transcribe(self, mels: list, steps: int | None = None) -> list[str]:
         """B normalised log-mels (M,F) -> B transcripts."""
         model = self.models["speech_recognition"].opt
         steps = min(steps or model.text_decoder.length, model.text_decoder.length, self.tokenizer.max_length)
-        return generate_captions(model, self.mel_batch(mels), (A,), self.tokenizer, steps)
+        return generate_captions(model, self.mel_batch(mels), (A,), self.tokenizer, steps, self.decoding)
 
     @torch.no_grad()
     def generate_images(self, prompts: list[str], seeds: list[int]) -> np.ndarray:

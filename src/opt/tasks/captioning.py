@@ -1,12 +1,14 @@
 """Captioning: image -> text (and image+audio -> text) through the text decoder, which
 cross-attends the fused tokens. Fine-tuned with the teacher-forced decoder loss on the caption;
-evaluated by greedy decoding with the KV cache, cut at [SEP], scored by BLEU-4 and CIDEr.
+evaluated by beam search with the KV cache (`task.beam_width`, `task.length_penalty`), cut at
+[SEP], scored by BLEU-4 and CIDEr.
 
 Also holds the helpers speech recognition shares: caption loss, decoding and a picture sheet.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +55,28 @@ def cut_at_sep(ids: Tensor, sep_id: int) -> list[list[int]]:
     return rows
 
 
+@dataclass
+class TextDecoding:
+    """How the text decoder writes: beam width (1: greedy) and the length penalty alpha of the
+    final ranking (log-probability / length**alpha)."""
+
+    beam_width: int
+    length_penalty: float
+
+    @classmethod
+    def from_config(cls, task_cfg) -> TextDecoding:
+        return cls(int(task_cfg.beam_width), float(task_cfg.length_penalty))
+
+
 @torch.no_grad()
-def generate_captions(model, batch: dict, modalities: tuple, tokenizer, steps: int) -> list[str]:
-    """Greedy decoding (KV cache) from the fused `modalities` -> decoded captions (B strings)."""
+def generate_captions(
+    model, batch: dict, modalities: tuple, tokenizer, steps: int, decoding: TextDecoding
+) -> list[str]:
+    """Beam search (KV cache) from the fused `modalities` -> decoded captions (B strings)."""
     fused = fused_context(model, batch, modalities)
-    ids = model.text_decoder.generate(fused.tokens, fused.valid, steps=steps, use_cache=True)
+    ids = model.text_decoder.beam_search(
+        fused.tokens, fused.valid, steps, decoding.beam_width, tokenizer.sep_id, decoding.length_penalty
+    )
     return [tokenizer.decode(row) for row in cut_at_sep(ids, tokenizer.sep_id)]
 
 
@@ -65,10 +84,11 @@ def decode_split(model, split, modalities: tuple, context: TaskContext) -> tuple
     """Generated captions, reference captions (the records') and item indices over a whole split."""
     tokenizer, records = context.tokenizer, split.records()
     steps = min(model.text_decoder.length, tokenizer.max_length)
+    decoding = TextDecoding.from_config(context.cfg.task)
     generated, indices = [], []
     for batch in batches(split, EVAL_BATCH):
         batch = trimmed(model, batch, context.device)
-        generated += generate_captions(model, batch, modalities, tokenizer, steps)
+        generated += generate_captions(model, batch, modalities, tokenizer, steps, decoding)
         indices += batch["index"].tolist()
     references = [records[i]["caption"] for i in indices]
     return generated, references, indices

@@ -63,6 +63,7 @@ def image_tokenizer(cfg) -> dict:
         "compile": False,
         "checkpoint_every": v.steps,
         "grad_accum": 1,
+        "length_buckets": 0,  # images have one size
     }
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     vq = build_vq(cfg)

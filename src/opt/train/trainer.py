@@ -88,7 +88,10 @@ class Trainer:
         factor = lambda s: lr_factor(s, tcfg.warmup_steps, tcfg.max_steps, tcfg.min_lr_ratio)  # noqa: E731
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         global_batch = tcfg.batch_size * self.world.size
-        self.order = BatchOrder(len(dataset), global_batch, tcfg.seed, self.world.rank, self.world.size)
+        lengths = dataset.lengths() if tcfg.length_buckets and hasattr(dataset, "lengths") else None
+        self.order = BatchOrder(
+            len(dataset), global_batch, tcfg.seed, self.world.rank, self.world.size, lengths, tcfg.length_buckets
+        )
         self.draw = Draw(torch.Generator().manual_seed(tcfg.seed + 1), *self.rows(global_batch))
         self.step = 0
         self.module = self.wrap(self.objective)
