@@ -84,7 +84,7 @@ def test_finetuning_lowers_the_task_loss_on_a_repeated_batch(pretrained_synth, n
     assert losses[-1] < losses[0], losses
 
 
-def test_text_audio_query_goes_through_the_cross_modal_encoder(pretrained_synth):
+def test_text_audio_query_starts_as_text_and_goes_through_the_cross_modal_encoder(pretrained_synth):
     context = context_of(pretrained_synth)
     task = get_task("retrieval").fitted(context)
     model = load_pretrained(context.cfg).eval()
@@ -92,6 +92,9 @@ def test_text_audio_query_goes_through_the_cross_modal_encoder(pretrained_synth)
     batch = prepare(model, first_batch(context, 4), context.device)
     with torch.no_grad():
         encoded = model.encode(batch)
+        text_query = model.embed(encoded[Modality.TEXT], Modality.TEXT)
+        assert torch.allclose(fused_query(model, heads, encoded), text_query, atol=1e-6)  # starts as text alone
+        torch.nn.init.normal_(heads["query"].weight, std=0.05)  # as fine-tuning moves it
         query = fused_query(model, heads, encoded)
         mean = F.normalize(
             model.embed(encoded[Modality.TEXT], Modality.TEXT) + model.embed(encoded[Modality.AUDIO], Modality.AUDIO),

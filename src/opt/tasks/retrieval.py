@@ -1,8 +1,10 @@
 """Retrieval in every direction between text, image and audio, and text+audio -> image.
 
-The text+audio query goes through the cross-modal encoder: text and audio are fused, the
-fused CLS is projected by this task's `query` head and normalised (never an average of the
-two single-modal embeddings). Fine-tuning: symmetric InfoNCE over the three modality pairs
+The text+audio query goes through the cross-modal encoder: text and audio are fused, and the
+fused CLS, through this task's `query` head, is added as a residual to the text embedding before
+normalising (never an average of the two single-modal embeddings). The head starts at zero, so
+the query starts exactly where text alone is and fine-tuning can only move it from there (a fresh
+head on the fused CLS started below text alone: 0.109 against 0.154 R@1, issue 15). Fine-tuning: symmetric InfoNCE over the three modality pairs
 plus the fused query against the image. With `task.rerank_k` > 0 (config, default 0) the
 top-k images of each text+audio query are re-ranked by the matching head (class 0 = matched).
 """
@@ -40,9 +42,10 @@ def prepare(model, batch: dict, device) -> dict:
 
 
 def fused_query(model, heads: nn.Module, encoded: dict) -> Tensor:
-    """Unit query (B,D) from the fused CLS of text and audio through the cross-modal encoder."""
+    """Unit query (B,D): the text projection plus the `query` head of the fused CLS of text and audio."""
     fused = model.fuse({T: encoded[T], A: encoded[A]})
-    return F.normalize(heads["query"](fused.tokens[:, 0]).float(), dim=-1)
+    text = model.project[T](encoded[T].tokens[:, 0])
+    return F.normalize((text + heads["query"](fused.tokens[:, 0])).float(), dim=-1)
 
 
 def embeddings(model, heads: nn.Module, batch: dict) -> dict:
@@ -68,7 +71,10 @@ class Retrieval(Task):
 
     def heads(self, model, context) -> nn.Module:
         d = model.cfg.dim
-        return nn.ModuleDict({"query": nn.Linear(d, d)})
+        query = nn.Linear(d, d)
+        nn.init.zeros_(query.weight)  # a zero residual: the text+audio query starts as the text query
+        nn.init.zeros_(query.bias)
+        return nn.ModuleDict({"query": query})
 
     def losses(self, model, heads, batch, draw, context) -> dict:
         emb = embeddings(model, heads, prepare(model, batch, context.device))
