@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import default_collate
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
@@ -42,8 +43,7 @@ def real_batches(cfg, count: int) -> list[dict]:
     order = BatchOrder(len(split), t.batch_size, t.seed, lengths=lengths, bucket=max(1, t.length_buckets))
     out = []
     for _ in range(count):
-        items = [split[i] for i in order.next_indices()]
-        out.append({k: torch.stack([it[k] for it in items]) for k in items[0]})
+        out.append(default_collate([split[i] for i in order.next_indices()]))  # as Trainer.next_batch
     return out
 
 
