@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from opt.data.grammar import article, describe, noun_phrase, pluralize
+from opt.data.prompts import scene_prompt
 from opt.data.scenes import COLORS, GRID, SHAPES, plan_dataset, sample_scene
 
 N_SCENES = 400  # scenes per property check
@@ -247,3 +248,25 @@ def test_no_compositional_split_without_heldout_pairs():
     scenes, plan = draw_scenes(0, 100, heldout_pairs=0)
     assert not plan.pairs.heldout
     assert "test_compositional" not in {s.split for s, _ in scenes}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_prompts_name_only_what_the_scene_has_and_leave_out_what_the_narration_says(seed):
+    """Every prompt counts exactly the scene's shapes; it names no colour, size or place, and the
+    caption names at least one colour, so the narration always holds something the prompt lacks."""
+    scenes, _ = draw_scenes(seed, N_SCENES)
+    for scene, caption in scenes:
+        record = {"objects": [o.to_record() for o in scene.objects]}
+        prompt = scene_prompt(record)
+        stated = Counter()
+        for phrase in re.split(r", | and ", prompt):
+            det, noun = phrase.split(" ")
+            shape = next(s for s in SHAPES if noun in (s, pluralize(s)))
+            assert (det in ("a", "an")) == (noun == shape), prompt  # singular with an article, plural with a count
+            stated[shape] += NUMBERS[det]
+        assert stated == Counter(o.shape for o in scene.objects), (prompt, scene.objects)
+        said = set(re.findall(r"[a-z]+", caption.lower()))
+        left_out = (said & set(COLORS)) - set(prompt.split())
+        assert left_out, (prompt, caption)
+        assert not set(prompt.split()) & ({"small", "large", "top", "bottom", "left", "right", "middle"} | set(COLORS))
+    assert scene_prompt({"caption": "a real narration"}) is None  # no ground truth, no prompt

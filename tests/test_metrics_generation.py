@@ -8,6 +8,7 @@ from pycocoevalcap.bleu.bleu import Bleu
 
 from opt.tasks.generation_metrics import (
     ConstantBleu,
+    accuracy_by_field,
     best_constant,
     bleu4,
     blind_caption_scores,
@@ -58,6 +59,15 @@ def test_label_set_accuracy_hand_computed():
     pred = np.array([[1, 0, 0], [1, 0, 1]], dtype=bool)  # 1/2 and 1/2
     assert label_set_accuracy(pred, truth) == pytest.approx(0.5)
     assert exact_match(pred, truth) == 0.0
+
+
+def test_accuracy_by_field_scores_each_field_on_its_own_labels():
+    """Right colours, wrong shapes: colour 1, shape 0 (the overall accuracy hides which one failed)."""
+    labels = ["color=red", "color=blue", "shape=circle", "shape=star"]
+    truth = np.array([[1, 0, 1, 0], [0, 1, 0, 1]], dtype=bool)
+    pred = np.array([[1, 0, 0, 1], [0, 1, 1, 0]], dtype=bool)
+    assert accuracy_by_field(pred, truth, labels) == {"color": 1.0, "shape": 0.0}
+    assert label_set_accuracy(pred, truth) == pytest.approx(1 / 3)
 
 
 def test_an_empty_hypothesis_scores_as_cocos_scorer_scores_it():

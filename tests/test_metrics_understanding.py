@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from opt.data.questions import Question, prior_answers
 from opt.tasks.metrics import (
     accuracy_by_type,
     chance_recall,
@@ -15,7 +16,6 @@ from opt.tasks.metrics import (
     recall_at_k,
     rerank_top_k,
 )
-from opt.tasks.questions import Question, prior_answers
 
 
 def test_perfect_ranking_gives_recall_one():

@@ -59,12 +59,13 @@ def prepared(tmp_path_factory):
     return load_config(overrides), records
 
 
-def test_tokenizer_is_trained_on_train_captions_only(prepared):
+def test_tokenizer_is_trained_on_train_captions_and_questions_only(prepared):
     cfg, records = prepared
     tokenizer = CaptionTokenizer.load(path(cfg, "prepared") / "tokenizer.json")
     vocab = tokenizer.tokenizer.get_vocab()
     assert not any(TEST_ONLY_WORD in token or "quietly" in token for token in vocab)
     assert all(f"\u2581{word}" in vocab for word in ("image", "square", "red", "blue", "green"))
+    assert all(f"\u2581{word}" in vocab for word in ("what", "colour", "shape", "how", "many")) and "?" in vocab
     train_caption = next(r["caption"] for r in records if r["split"] == "train")
     ids, counts = tokenizer.encode([train_caption, f"a {TEST_ONLY_WORD}"])
     assert tokenizer.decode(ids[0]) == train_caption.lower()

@@ -30,6 +30,7 @@ EXPECTED = {
         "probe_accuracy",
         "probe_exact_match",
         "reconstruction_accuracy",
+        *(f"{m}/{f}" for m in ("attribute_accuracy", "reconstruction_accuracy") for f in ("color", "shape", "size")),
     },
 }
 
@@ -50,7 +51,7 @@ def test_finetune_then_evaluate_writes_metrics_and_pictures(pretrained_synth, na
     overrides = overrides + [f"task={name}", "task.steps=3"]
     result = run_stage("finetune", overrides)
     cfg = load_config(overrides)
-    assert result["step"] == task_steps(cfg.task) == 3 * (6 if name == "text_to_image" else 1)
+    assert result["step"] == task_steps(cfg.task) == 3 * int(cfg.task.step_factors.get(name, 1))
     assert set(result["val"]) == EXPECTED[name]
     assert (finetuned_dir(cfg, name) / "model.safetensors").exists()
     context, task = TaskContext(cfg), get_task(name)

@@ -11,14 +11,14 @@ import torch.nn.functional as F
 
 from opt.artifacts import load_pretrained
 from opt.config import load_config
+from opt.data.questions import QUESTION_TYPES, item_questions, scene_vocab
 from opt.data.splits import batches
 from opt.model.encoders import Modality
 from opt.model.masking import Draw
 from opt.stages import run_stage
 from opt.tasks import get_task
 from opt.tasks.base import TaskContext, TaskObjective
-from opt.tasks.questions import QUESTION_TYPES, item_questions, scene_vocab
-from opt.tasks.retrieval import fused_query, prepare
+from opt.tasks.retrieval import PROMPT, PROMPT_FUSED, fused_query, prepare
 from opt.tasks.run import load_task_model
 
 UNDERSTANDING = ("retrieval", "classification", "vqa")
@@ -43,6 +43,8 @@ def check_metrics(name: str, metrics: dict) -> None:
             "text_to_audio",
             "audio_to_text",
             "text_audio_to_image",
+            "prompt_to_image",
+            "prompt_audio_to_image",
         }
         assert set(metrics) == {f"{d}/R@{k}" for d in directions for k in (1, 5, 10)}
     elif name == "classification":
@@ -106,6 +108,27 @@ def test_text_audio_query_starts_as_text_and_goes_through_the_cross_modal_encode
     assert query.shape == mean.shape
     assert not torch.allclose(query, mean, atol=1e-3)
     assert (query - changed).norm(dim=-1).min() > 1e-4  # every query depends on its audio
+
+
+def test_prompt_queries_where_records_have_prompts_and_none_without(pretrained_synth):
+    """Synth records give each scene a prompt: prompt -> image and prompt+audio -> image are
+    reported beside their chance, the prompt+audio query starts as the prompt alone and differs
+    from the caption's; records without ground truth (real narrations) report neither."""
+    context = context_of(pretrained_synth)
+    task = get_task("retrieval").fitted(context)
+    model = load_pretrained(context.cfg).eval()
+    heads = task.heads(model, context).eval()
+    emb = task.split_embeddings(
+        model, heads, context.split("test"), context.device, prompts=(task.records(context, "test"), context.tokenizer)
+    )
+    assert torch.allclose(emb[PROMPT_FUSED], emb[PROMPT], atol=1e-6)
+    assert (emb[PROMPT] - emb[Modality.TEXT]).norm(dim=-1).min() > 1e-3
+    metrics = task.evaluate(model, heads, "test", context)
+    assert set(metrics) == set(task.blind("test", context))
+    assert {f"{PROMPT}/R@1", f"{PROMPT_FUSED}/R@1"} <= set(metrics)
+    task._records["test"] = [{k: v for k, v in r.items() if k != "objects"} for r in task.records(context, "test")]
+    metrics = task.evaluate(model, heads, "test", context)
+    assert set(metrics) == set(task.blind("test", context)) and not [k for k in metrics if k.startswith("prompt")]
 
 
 def test_retrieval_reranking_and_classification_any_modality(pretrained_synth):

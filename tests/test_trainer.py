@@ -17,7 +17,7 @@ from trainer_fixtures import (
 from opt.servers import free_port
 from opt.train import checkpoint as ckpt
 from opt.train.schedule import lr_factor
-from opt.train.trainer import Trainer
+from opt.train.trainer import Trainer, build_optimizer
 
 
 def weights(trainer):
@@ -100,3 +100,28 @@ def test_bf16_autocast_step_runs_and_keeps_fp32_weights(tmp_path):
     result = trainer.fit()
     assert result["step"] == 2 and torch.isfinite(torch.tensor(result["final"]["loss"]))
     assert all(p.dtype == torch.float32 for p in trainer.objective.parameters())
+
+
+def test_fresh_heads_learn_at_their_factor_of_the_learning_rate():
+    """AdamW's first step moves every weight by about lr: the head by factor x the body's."""
+
+    class WithHead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
+
+        def head_parameters(self):
+            return self.head.parameters()
+
+    torch.manual_seed(0)
+    model = WithHead()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.0, head_lr_factor=10.0)
+    model.head(model.body(torch.randn(8, 4))).square().mean().backward()
+    optimizer.step()
+    moved = {k: (v - before[k]).abs().max().item() for k, v in model.state_dict().items()}
+    assert moved["body.weight"] == pytest.approx(1e-3, rel=0.05)
+    assert moved["head.weight"] == pytest.approx(1e-2, rel=0.05)
+    assert moved["head.bias"] == pytest.approx(1e-2, rel=0.05)
+    plain = build_optimizer(torch.nn.Linear(4, 4), lr=1e-3, weight_decay=0.05)  # no heads: two groups
+    assert [g["weight_decay"] for g in plain.param_groups] == [0.05, 0.0]

@@ -1,11 +1,12 @@
 """`opt prepare`: model-ready features from the canonical raw dataset.
 
-Trains the caption tokenizer on the train split, then for every split streams the manifest in
-chunks of `prepare.shard_size` records, decodes them over all cores (an ordered process pool)
-into images uint8 (3, S, S), log-mel float16 (n_mels, F) and token ids, and writes one shard
-per chunk (see `opt.data.shards`). Everything is built in `<prepared>.partial` and moved into
-place at the end, so a failed run never leaves a half-written dataset. `params.json` holds every
-preprocessing parameter with the counts: the features are versioned with their parameters.
+Trains the text tokenizer on the train split's captions and VQA questions, then for every split
+streams the manifest in chunks of `prepare.shard_size` records, decodes them over all cores (an
+ordered process pool) into images uint8 (3, S, S), log-mel float16 (n_mels, F) and token ids, and
+writes one shard per chunk (see `opt.data.shards`). Everything is built in `<prepared>.partial`
+and moved into place at the end, so a failed run never leaves a half-written dataset.
+`params.json` holds every preprocessing parameter with the counts: the features are versioned with
+their parameters.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from opt.data import mel as melspec
 from opt.data.contact_sheet import write_contact_sheet
 from opt.data.dataset import PARAMS
 from opt.data.manifest import MANIFEST, SPLITS, read_jsonl
+from opt.data.questions import item_questions, scene_vocab
 from opt.data.shards import FIELD_DTYPES, SplitWriter, open_shard, read_index, read_records
 from opt.data.text import TOKENIZER_FILE, CaptionTokenizer, train_tokenizer
 from opt.files import sha256_file
@@ -107,6 +109,16 @@ def worker_count(prep) -> int:
 
 def split_records(manifest: Path, split: str) -> Iterator[dict]:
     return (r for r in read_jsonl(manifest) if r.get("split") == split)
+
+
+def tokenizer_texts(manifest: Path) -> Iterator[str]:
+    """What the tokenizer trains on: each train caption, then that train item's VQA questions
+    (the very texts VQA fine-tuning encodes: item i's from item_questions(record, i, train scene
+    vocabulary)), so question words are whole pieces too. No other split's text."""
+    vocab = scene_vocab(split_records(manifest, "train"))
+    for i, record in enumerate(split_records(manifest, "train")):
+        yield record["caption"]
+        yield from (q.text for q in item_questions(record, i, vocab))
 
 
 def chunks(records: Iterator[dict], size: int) -> Iterator[list[dict]]:
@@ -232,7 +244,7 @@ def count_splits(manifest: Path) -> dict[str, int]:
     for record in read_jsonl(manifest):
         counts[record.get("split")] = counts.get(record.get("split"), 0) + 1
     if not counts["train"]:
-        raise ValueError(f"{manifest} has no train records: the tokenizer is trained on train captions")
+        raise ValueError(f"{manifest} has no train records: the tokenizer is trained on train text")
     return counts
 
 
@@ -240,9 +252,7 @@ def write_features(manifest: Path, raw: Path, prep, work: Path, total: int) -> t
     """Tokenizer and every split's shards into `work`; returns the tokenizer and split totals."""
     decoder = FeaturizerPool(worker_count(prep), raw, decoding_settings(prep))  # fork before tokenizers starts threads
     try:
-        tokenizer = train_tokenizer(
-            (r["caption"] for r in split_records(manifest, "train")), int(prep.vocab_size), int(prep.max_text_tokens)
-        )
+        tokenizer = train_tokenizer(tokenizer_texts(manifest), int(prep.vocab_size), int(prep.max_text_tokens))
         tokenizer.save(work / TOKENIZER_FILE)
         with tqdm(total=total, desc="prepare", unit="triplet") as bar:
             splits = {s: prepare_split(manifest, s, tokenizer, decoder, prep, work / s, bar) for s in SPLITS}

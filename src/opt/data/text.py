@@ -1,8 +1,12 @@
-"""The caption tokenizer: BPE (HuggingFace `tokenizers`) trained on TRAIN captions only.
+"""The text tokenizer: BPE (HuggingFace `tokenizers`) trained on TRAIN text only (`opt prepare`
+gives it the train captions and the train items' VQA questions).
 
 Lower-cased, accents stripped, whitespace collapsed; words split on spaces and marked with a
-leading "▁" (SentencePiece style), so decoding gives the normalised caption back exactly.
-BPE over that alphabet trains deterministically (same captions, same vocabulary); tokenizers'
+leading "▁" (SentencePiece style), then every punctuation character split off as a piece of its
+own ("circle," -> "▁circle" ","), so a word is the same piece whatever follows it. Only what
+follows a space carries "▁" (a word glued after punctuation, "x-y", goes without), so decoding
+gives the normalised text back exactly ("circle, left").
+BPE over that alphabet trains deterministically (same texts, same vocabulary); tokenizers'
 WordPiece trainer does not: its "##" pieces get ids in hash-map order and ties between equal
 counts then pick different merges from run to run (huggingface/tokenizers#1794).
 Special tokens have fixed ids, [PAD] = 0.
@@ -71,7 +75,7 @@ class CaptionTokenizer:
         """What params.json records about the tokenizer."""
         return {
             "type": "bpe",
-            "pre_tokenizer": "metaspace",
+            "pre_tokenizer": "metaspace, then punctuation split off",
             "lowercase": True,
             "vocab_size": self.vocab_size,
             "max_length": self.max_length,
@@ -81,7 +85,7 @@ class CaptionTokenizer:
 
 
 def untrained_bpe() -> Tokenizer:
-    """An empty BPE pipeline: lowercase normaliser, "▁"-marked words, exact decoder."""
+    """An empty BPE pipeline: lowercase normaliser, "▁"-marked words, punctuation split off, exact decoder."""
     tokenizer = Tokenizer(models.BPE(unk_token=UNK))
     tokenizer.normalizer = normalizers.Sequence(
         [
@@ -90,20 +94,22 @@ def untrained_bpe() -> Tokenizer:
             normalizers.Strip(),
         ]
     )
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"), pre_tokenizers.Punctuation()]
+    )
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     return tokenizer
 
 
-def train_tokenizer(train_captions: Iterable[str], vocab_size: int, max_length: int) -> CaptionTokenizer:
-    """Train BPE on the (train split's) captions; encode to `max_length` tokens."""
+def train_tokenizer(train_texts: Iterable[str], vocab_size: int, max_length: int) -> CaptionTokenizer:
+    """Train BPE on the train split's texts; encode to `max_length` tokens."""
     if max_length < 3:
         raise ValueError("max_length must leave room for [CLS], one token and [SEP]")
     tokenizer = untrained_bpe()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), min_frequency=1, show_progress=False
     )
-    tokenizer.train_from_iterator(train_captions, trainer=trainer)
+    tokenizer.train_from_iterator(train_texts, trainer=trainer)
     cls_id, sep_id = tokenizer.token_to_id(CLS), tokenizer.token_to_id(SEP)
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{CLS} $A {SEP}", special_tokens=[(CLS, cls_id), (SEP, sep_id)]

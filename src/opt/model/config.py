@@ -75,9 +75,12 @@ class TaskConfig:
 
     name: str = "retrieval"  # retrieval | classification | vqa | captioning | speech_recognition | text_to_image
     steps: int = 50
-    step_factors: dict[str, int] = field(default_factory=lambda: {"text_to_image": 6})  # task -> multiple of steps
+    step_factors: dict[str, int] = field(
+        default_factory=lambda: {"text_to_image": 6, "captioning": 3}
+    )  # task -> multiple of steps
     batch_size: int = 32
     lr: float = 3e-4
+    head_lr_factor: float = 1.0  # a task's fresh heads learn at this multiple of lr
     from_scratch: bool = False  # True: no pre-training (the paper's baseline)
     rerank_k: int = 0  # retrieval: re-rank each text+audio query's top k with the matching head (0: off)
     any_modality: bool = False  # classification: also a fused head fed any subset of modalities

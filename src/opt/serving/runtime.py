@@ -16,13 +16,13 @@ import torch
 
 from opt.artifacts import load_vq, training_split
 from opt.data.dataset import read_params
+from opt.data.questions import Question
 from opt.data.splits import mel_normalisation
 from opt.model.encoders import Modality
 from opt.serving.bundle import read_bundle
 from opt.tasks import TASK_NAMES, get_task
-from opt.tasks.base import TaskContext
+from opt.tasks.base import TaskContext, text_batch
 from opt.tasks.captioning import TextDecoding, generate_captions, to_uint8
-from opt.tasks.questions import Question
 from opt.tasks.retrieval import Retrieval, fused_query
 from opt.tasks.run import load_task_model
 from opt.tasks.text_to_image import ImageSampling, images_from_text
@@ -66,10 +66,7 @@ class Runtime:
     # ---- batches -------------------------------------------------------------------------
     def text_batch(self, texts: list[str], trim: bool = True) -> dict:
         """Texts -> tokens (B,L') trimmed to the longest (else (B,L) of the tokenizer), token_count (B,)."""
-        ids, counts = self.tokenizer.encode(list(texts))
-        ids, counts = torch.from_numpy(ids).long(), torch.from_numpy(counts).long()
-        ids = ids[:, : int(counts.max())] if trim else ids
-        return {"tokens": ids.to(self.device), "token_count": counts.to(self.device)}
+        return text_batch(self.tokenizer, texts, self.device, trim)
 
     def mel_batch(self, mels: list) -> dict:
         """Normalised log-mels (M,F_i) -> mel (B,M,F_max) padded with normalised silence, mel_frames (B,)."""

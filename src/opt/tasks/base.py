@@ -44,6 +44,15 @@ class TaskContext:
         return path(self.cfg, "reports") / "eval"
 
 
+def text_batch(tokenizer, texts: list[str], device, trim: bool = True) -> dict:
+    """Texts -> a text input: {"tokens": (N,L') int64 trimmed to the longest (else (N,L) of the
+    tokenizer), "token_count": (N,)}."""
+    ids, counts = tokenizer.encode(list(texts))
+    ids, counts = torch.from_numpy(ids).long(), torch.from_numpy(counts).long()
+    ids = ids[:, : int(counts.max())] if trim else ids
+    return {"tokens": ids.to(device), "token_count": counts.to(device)}
+
+
 class TaskObjective(nn.Module):
     """The module the Trainer trains: the model plus the task's heads; `.model` is what is saved."""
 
@@ -51,6 +60,10 @@ class TaskObjective(nn.Module):
         super().__init__()
         self.task, self.context = task, context
         self.model = TaskModel(model, heads)
+
+    def head_parameters(self):
+        """The task's fresh heads (the Trainer gives them `task.head_lr_factor` x lr)."""
+        return self.model.heads.parameters()
 
     def forward(self, batch: dict, draw) -> dict:
         return self.task.losses(self.model.opt, self.model.heads, batch, draw, self.context)

@@ -137,6 +137,14 @@ def label_set_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
     return float(np.where(union > 0, inter / np.maximum(union, 1), 1.0).mean())
 
 
+def accuracy_by_field(predicted: np.ndarray, truth: np.ndarray, labels: list[str]) -> dict[str, float]:
+    """label_set_accuracy over the columns of each field of `labels` ("color=red" is field
+    "color"): where a generator loses, colour, shape or size ((N,K) bool)."""
+    fields = sorted({label.split("=")[0] for label in labels})
+    columns = {f: [k for k, label in enumerate(labels) if label.split("=")[0] == f] for f in fields}
+    return {f: label_set_accuracy(np.asarray(predicted)[:, c], np.asarray(truth)[:, c]) for f, c in columns.items()}
+
+
 def exact_match(predicted: np.ndarray, truth: np.ndarray) -> float:
     """Share of samples whose whole predicted label set is right ((N,K) bool)."""
     return float((np.asarray(predicted, dtype=bool) == np.asarray(truth, dtype=bool)).all(axis=1).mean())

@@ -7,6 +7,11 @@ the query starts exactly where text alone is and fine-tuning can only move it fr
 head on the fused CLS started below text alone: 0.109 against 0.154 R@1, issue 15). Fine-tuning: symmetric InfoNCE over the three modality pairs
 plus the fused query against the image. With `task.rerank_k` > 0 (config, default 0) the
 top-k images of each text+audio query are re-ranked by the matching head (class 0 = matched).
+
+Prompts (opt.data.prompts: the scene's shapes, never their colours) where the records have them:
+prompt -> image and prompt+audio -> image (the same fused query with the prompt as its text), in
+fine-tuning and evaluation; the narration's audio holds what the prompt leaves out, so the second
+beats the first only if fusion uses the audio (the paper's claim, issue 15).
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from opt.data.prompts import split_prompts
 from opt.data.splits import batches
 from opt.model.encoders import Modality, trim_to_content
 from opt.model.objectives import contrastive_loss
 from opt.tasks import register
-from opt.tasks.base import Task
+from opt.tasks.base import Task, text_batch
 from opt.tasks.metrics import chance_recall, recall_at_k, rerank_top_k
 
 T, I, A = Modality.TEXT, Modality.IMAGE, Modality.AUDIO
@@ -32,6 +38,7 @@ DIRECTIONS = {
     "audio_to_text": (A, T),
 }
 FUSED = "text_audio_to_image"
+PROMPT, PROMPT_FUSED = "prompt_to_image", "prompt_audio_to_image"
 PAIRS = ((T, I), (A, I), (T, A))
 
 
@@ -48,12 +55,23 @@ def fused_query(model, heads: nn.Module, encoded: dict) -> Tensor:
     return F.normalize((text + heads["query"](fused.tokens[:, 0])).float(), dim=-1)
 
 
-def embeddings(model, heads: nn.Module, batch: dict) -> dict:
-    """modality -> (B,D) unit embeddings, plus FUSED -> (B,D) the text+audio query."""
+def embeddings(model, heads: nn.Module, batch: dict, prompt: dict | None = None) -> dict:
+    """modality -> (B,D) unit embeddings, FUSED -> (B,D) the text+audio query; with `prompt` (a
+    text input of the batch's prompts) also PROMPT and PROMPT_FUSED (the prompt+audio query)."""
     encoded = model.encode(batch)
     out = {m: model.embed(encoded[m], m) for m in Modality}
     out[FUSED] = fused_query(model, heads, encoded)
+    if prompt is not None:
+        text = model.encode(prompt, (T,))[T]
+        out[PROMPT] = model.embed(text, T)
+        out[PROMPT_FUSED] = fused_query(model, heads, {T: text, A: encoded[A]})
     return out
+
+
+def prompt_input(records: list[dict], batch: dict, tokenizer, device) -> dict | None:
+    """The text input of the prompts of the batch's items, or None where a record has no prompt."""
+    prompts = split_prompts([records[i] for i in batch["index"].tolist()])
+    return None if prompts is None else text_batch(tokenizer, prompts, device)
 
 
 def matched_score(model, dataset, q: int, candidates: Tensor, device) -> Tensor:
@@ -76,31 +94,53 @@ class Retrieval(Task):
         nn.init.zeros_(query.bias)
         return nn.ModuleDict({"query": query})
 
+    def __init__(self):
+        self._records: dict[str, list] = {}
+
+    def records(self, context, split: str) -> list:
+        if split not in self._records:
+            self._records[split] = context.split(split).records()
+        return self._records[split]
+
+    def has_prompts(self, context, split: str) -> bool:
+        return split_prompts(self.records(context, split)) is not None
+
     def losses(self, model, heads, batch, draw, context) -> dict:
-        emb = embeddings(model, heads, prepare(model, batch, context.device))
+        prompt = prompt_input(self.records(context, "train"), batch, context.tokenizer, context.device)
+        emb = embeddings(model, heads, prepare(model, batch, context.device), prompt)
         scale = model.logit_scale
-        pair = torch.stack([contrastive_loss(emb[a], emb[b], scale) for a, b in PAIRS]).mean()
-        query = contrastive_loss(emb[FUSED], emb[I], scale)
+        pairs = PAIRS + (((PROMPT, I),) if prompt is not None else ())
+        queries = (FUSED, PROMPT_FUSED) if prompt is not None else (FUSED,)
+        pair = torch.stack([contrastive_loss(emb[a], emb[b], scale) for a, b in pairs]).mean()
+        query = torch.stack([contrastive_loss(emb[q], emb[I], scale) for q in queries]).mean()
         total = pair + query
         return {"loss": total, "retrieval_loss": total, "retrieval_pair_loss": pair, "retrieval_query_loss": query}
 
     @torch.no_grad()
-    def split_embeddings(self, model, heads, dataset, device, batch_size: int = 64) -> dict:
-        """modality / FUSED -> (N,D) unit embeddings of a whole split (on CPU)."""
+    def split_embeddings(self, model, heads, dataset, device, batch_size: int = 64, prompts=None) -> dict:
+        """modality / FUSED (/ PROMPT, PROMPT_FUSED with `prompts`: (records, tokenizer)) -> (N,D)
+        unit embeddings of a whole split (on CPU)."""
         parts: dict = {}
         for batch in batches(dataset, batch_size):
-            for key, value in embeddings(model, heads, prepare(model, batch, device)).items():
+            prompt = prompt_input(prompts[0], batch, prompts[1], device) if prompts else None
+            for key, value in embeddings(model, heads, prepare(model, batch, device), prompt).items():
                 parts.setdefault(key, []).append(value.cpu())
         return {k: torch.cat(v) for k, v in parts.items()}
+
+    def query_names(self, context, split: str) -> list[str]:
+        """The text+audio (and prompt) query directions reported on `split`."""
+        prompts = [PROMPT, PROMPT_FUSED] if self.has_prompts(context, split) else []
+        return [FUSED, *prompts] + ([f"{FUSED}_reranked"] if int(context.cfg.task.rerank_k) > 0 else [])
 
     @torch.no_grad()
     def evaluate(self, model, heads, split, context) -> dict:
         model.eval()
         heads.eval()
         dataset = context.split(split)
-        emb = self.split_embeddings(model, heads, dataset, context.device)
+        prompts = (self.records(context, split), context.tokenizer) if self.has_prompts(context, split) else None
+        emb = self.split_embeddings(model, heads, dataset, context.device, prompts=prompts)
         sims = {name: emb[q] @ emb[g].t() for name, (q, g) in DIRECTIONS.items()}
-        sims[FUSED] = emb[FUSED] @ emb[I].t()
+        sims.update({name: emb[name] @ emb[I].t() for name in (FUSED, PROMPT, PROMPT_FUSED) if name in emb})
         k = int(context.cfg.task.rerank_k)
         if k > 0:
             rescore = lambda q, cands: matched_score(model, dataset, q, cands, context.device)  # noqa: E731
@@ -109,6 +149,6 @@ class Retrieval(Task):
 
     def blind(self, split, context) -> dict:
         """Chance: a random ranking of the split's gallery puts the match in the top k with odds k/N."""
-        names = [*DIRECTIONS, FUSED] + ([f"{FUSED}_reranked"] if int(context.cfg.task.rerank_k) > 0 else [])
+        names = [*DIRECTIONS, *self.query_names(context, split)]
         chance = chance_recall(len(context.split(split)))
         return {f"{name}/{r}": v for name in names for r, v in chance.items()}

@@ -48,6 +48,7 @@ def task_trainer_config(cfg):
             "max_steps": steps,
             "batch_size": t.batch_size,
             "lr": t.lr,
+            "head_lr_factor": t.head_lr_factor,
             "warmup_steps": max(1, steps // 10),
             "init_from": None,
             "checkpoint_every": steps,

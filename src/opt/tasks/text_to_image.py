@@ -31,7 +31,7 @@ from opt.probe import judge, load_images, load_or_train_probe
 from opt.tasks import register
 from opt.tasks.base import Task, TaskContext
 from opt.tasks.captioning import PICTURE_ITEMS, picture_sheet, to_uint8
-from opt.tasks.generation_metrics import exact_match, frechet_distance, label_set_accuracy
+from opt.tasks.generation_metrics import accuracy_by_field, exact_match, frechet_distance, label_set_accuracy
 
 TEXT = Modality.TEXT
 EVAL_BATCH = 32
@@ -107,6 +107,11 @@ def floor_split(split: str) -> str:
     return "test" if split == "val" else "val"
 
 
+def fielded(metric: str, predicted, truth, labels: list[str]) -> dict:
+    """{"<metric>/<field>": accuracy over that field's labels} (colour, shape, size)."""
+    return {f"{metric}/{field}": v for field, v in accuracy_by_field(predicted, truth, labels).items()}
+
+
 @register
 class TextToImage(Task):
     name = "text_to_image"
@@ -159,6 +164,8 @@ class TextToImage(Task):
                     "probe_accuracy": label_set_accuracy(real_pred[:, :k], truth),
                     "reconstruction_accuracy": label_set_accuracy(rebuilt_pred[:, :k], truth),
                     "probe_exact_match": exact_match(real_pred[:, :k], truth),
+                    **fielded("attribute_accuracy", gen_pred[:, :k], truth, labels),
+                    **fielded("reconstruction_accuracy", rebuilt_pred[:, :k], truth, labels),
                 }
             )
         return metrics
@@ -176,7 +183,11 @@ class TextToImage(Task):
         if labels:
             truth, shown = label_matrix(data.records(), labels), np.roll(predicted, 1, axis=0)[:, : len(labels)]
             out.update(
-                {"attribute_accuracy": label_set_accuracy(shown, truth), "exact_match": exact_match(shown, truth)}
+                {
+                    "attribute_accuracy": label_set_accuracy(shown, truth),
+                    "exact_match": exact_match(shown, truth),
+                    **fielded("attribute_accuracy", shown, truth, labels),
+                }
             )
         return out
 

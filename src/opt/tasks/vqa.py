@@ -1,4 +1,4 @@
-"""VQA on questions derived from scene ground truth (see opt.tasks.questions).
+"""VQA on questions derived from scene ground truth (see opt.data.questions).
 
 The question, encoded with the caption tokenizer, is the text modality; it is fused with the
 image by the cross-modal encoder and a classifier on the fused CLS picks the answer from the
@@ -12,24 +12,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from opt.data.questions import answer_vocab, item_questions, prior_answers, scene_vocab, split_questions
 from opt.data.splits import batches
 from opt.model.encoders import Encoded, Modality
 from opt.tasks import register
-from opt.tasks.base import Task
+from opt.tasks.base import Task, text_batch
 from opt.tasks.metrics import accuracy_by_type
-from opt.tasks.questions import answer_vocab, item_questions, prior_answers, scene_vocab, split_questions
 
 
 def repeat(encoded: Encoded, owner: Tensor) -> Encoded:
     """Rows of `encoded` picked by owner (Q,) -> Encoded with Q rows."""
     return Encoded(encoded.tokens[owner], encoded.valid[owner])
-
-
-def question_batch(tokenizer, texts: list[str], device) -> dict:
-    """Questions -> {"tokens": (Q,L') int64 trimmed to the longest, "token_count": (Q,)}."""
-    ids, counts = tokenizer.encode(texts)
-    ids, counts = torch.from_numpy(ids).long(), torch.from_numpy(counts).long()
-    return {"tokens": ids[:, : int(counts.max())].to(device), "token_count": counts.to(device)}
 
 
 @register
@@ -72,7 +65,7 @@ class VQA(Task):
         """(Q, n_answers) logits of each question about its item's image."""
         device = context.device
         image = model.encode({"image": batch["image"].to(device)}, (Modality.IMAGE,))[Modality.IMAGE]
-        text = model.encode(question_batch(context.tokenizer, [q.text for q in qs], device), (Modality.TEXT,))
+        text = model.encode(text_batch(context.tokenizer, [q.text for q in qs], device), (Modality.TEXT,))
         fused = model.fuse(
             {Modality.TEXT: text[Modality.TEXT], Modality.IMAGE: repeat(image, torch.tensor(owner, device=device))}
         )

@@ -34,14 +34,19 @@ from opt.train.seeding import seed_everything
 DATA_BOUND_FRACTION = 0.3  # warn when loading data takes more than this share of a step
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, head_lr_factor: float = 1.0) -> torch.optim.AdamW:
     """Fused AdamW (one kernel per group; ~2x faster optimizer step than the default);
-    no weight decay on biases, norms and other vectors (dim < 2)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    rest = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, fused=True)
+    no weight decay on biases, norms and other vectors (dim < 2). Parameters that
+    `model.head_parameters()` names (a task's fresh heads) learn at `head_lr_factor` x lr."""
+    heads = {id(p) for p in model.head_parameters()} if hasattr(model, "head_parameters") else set()
+    groups = []
+    for in_heads, group_lr in ((False, lr), (True, lr * head_lr_factor)):
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in heads) == in_heads]
+        groups += [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay, "lr": group_lr},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr": group_lr},
+        ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=True)
 
 
 def compile_blocks(model: nn.Module) -> None:
@@ -84,7 +89,7 @@ class Trainer:
         self.world: World = init_world(self.device)
         seed_everything(tcfg.seed, tcfg.deterministic)
         self.objective = objective.to(self.device)
-        self.optimizer = build_optimizer(self.objective, tcfg.lr, tcfg.weight_decay)
+        self.optimizer = build_optimizer(self.objective, tcfg.lr, tcfg.weight_decay, tcfg.get("head_lr_factor", 1.0))
         factor = lambda s: lr_factor(s, tcfg.warmup_steps, tcfg.max_steps, tcfg.min_lr_ratio)  # noqa: E731
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         global_batch = tcfg.batch_size * self.world.size

@@ -4,17 +4,27 @@ Each item gets at most one question of each type (colour, shape, count, existenc
 relation), drawn deterministically from a generator seeded by the item's index. Relations
 come from the grid geometry: position [row, col], row 0 at the top, "left of" = smaller
 column, "above" = smaller row. Objects are named only by descriptions unique in the scene.
+A function of the data alone (VQA fine-tunes on these; `opt prepare` trains the tokenizer on them).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 QUESTION_TYPES = ("colour", "shape", "count", "existence", "relation")
 RELATIONS = ("left of", "right of", "above", "below")
+TEMPLATES = {  # every question text is one of these, slots filled from the scene and RELATIONS
+    "colour": "what colour is the {shape}?",
+    "shape": "what shape is the {color} object?",
+    "count": "how many objects are there?",
+    "count_colour": "how many {color} objects are there?",
+    "existence": "is there {article} {color} {shape}?",
+    "relation": "is the {subject} {relation} the {object}?",
+}
 
 
 @dataclass(frozen=True)
@@ -40,29 +50,29 @@ def name(o: dict) -> str:
     return f"{o['color']} {o['shape']}"
 
 
-def attribute_question(objs, rng, kind: str, named_by: str, asked: str, template: str) -> Question | None:
+def attribute_question(objs, rng, kind: str, named_by: str, asked: str) -> Question | None:
     """Ask for `asked` of an object that its `named_by` attribute alone identifies in the scene."""
     pick = unique_by(objs, lambda o: o[named_by])
     if not pick:
         return None
     o = objs[pick[rng.integers(len(pick))]]
-    return Question(kind, template.format(o[named_by]), o[asked])
+    return Question(kind, TEMPLATES[kind].format(**{named_by: o[named_by]}), o[asked])
 
 
 def colour_question(objs, rng, vocab) -> Question | None:
-    return attribute_question(objs, rng, "colour", "shape", "color", "what colour is the {}?")
+    return attribute_question(objs, rng, "colour", "shape", "color")
 
 
 def shape_question(objs, rng, vocab) -> Question | None:
-    return attribute_question(objs, rng, "shape", "color", "shape", "what shape is the {} object?")
+    return attribute_question(objs, rng, "shape", "color", "shape")
 
 
 def count_question(objs, rng, vocab) -> Question:
     if rng.random() < 0.5 or not vocab["colours"]:
-        return Question("count", "how many objects are there?", str(len(objs)))
+        return Question("count", TEMPLATES["count"], str(len(objs)))
     colour = vocab["colours"][rng.integers(len(vocab["colours"]))]
     n = sum(o["color"] == colour for o in objs)
-    return Question("count", f"how many {colour} objects are there?", str(n))
+    return Question("count", TEMPLATES["count_colour"].format(color=colour), str(n))
 
 
 def existence_question(objs, rng, vocab) -> Question:
@@ -72,8 +82,8 @@ def existence_question(objs, rng, vocab) -> Question:
         c, s = sorted(present)[rng.integers(len(present))]
     else:
         c, s = absent[rng.integers(len(absent))]
-    article = "an" if c[0] in "aeiou" else "a"
-    return Question("existence", f"is there {article} {c} {s}?", "yes" if (c, s) in present else "no")
+    text = TEMPLATES["existence"].format(article="an" if c[0] in "aeiou" else "a", color=c, shape=s)
+    return Question("existence", text, "yes" if (c, s) in present else "no")
 
 
 def relation_question(objs, rng, vocab) -> Question | None:
@@ -87,7 +97,8 @@ def relation_question(objs, rng, vocab) -> Question | None:
     pool = true if rng.random() < 0.5 and true else false
     relation = pool[rng.integers(len(pool))]
     answer = "yes" if holds(objs[i], relation, objs[j]) else "no"
-    return Question("relation", f"is the {name(objs[i])} {relation} the {name(objs[j])}?", answer)
+    text = TEMPLATES["relation"].format(subject=name(objs[i]), relation=relation, object=name(objs[j]))
+    return Question("relation", text, answer)
 
 
 MAKERS = {
@@ -99,9 +110,9 @@ MAKERS = {
 }
 
 
-def scene_vocab(records: list[dict]) -> dict:
+def scene_vocab(records: Iterable[dict]) -> dict:
     """Sorted colours and shapes seen in `records` (the train split's)."""
-    objs = [o for r in records for o in r.get("objects", [])]
+    objs = [o for r in records for o in r.get("objects") or []]
     return {"colours": sorted({o["color"] for o in objs}), "shapes": sorted({o["shape"] for o in objs})}
 
 
