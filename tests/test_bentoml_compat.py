@@ -102,17 +102,49 @@ def test_bentoml_still_answers_a_malformed_multipart_body_with_a_500(echo):
     assert echo.post("/required", **MALFORMED).status_code == 500
 
 
+def test_bentoml_still_answers_a_text_file_part_that_is_not_utf8_with_a_500(echo):
+    r = echo.post("/upload", files={"note": ("note.txt", b"a \xff b")})
+    assert r.status_code == 500
+
+
 def test_patched_malformed_multipart_body_is_a_400(echo):
     compat.apply_patches()
     r = echo.post("/required", **MALFORMED)
     assert r.status_code == 400 and "bad multipart body" in r.text
+    r = echo.post("/upload", files={"note": ("note.txt", b"a \xff b")})
+    assert r.status_code == 400 and "not valid utf-8 text" in r.text
     assert echo.post("/required", files={"file": ("a.txt", b"fine")}).text == "fine"
+
+
+# ---- starlette.formparsers._user_safe_decode: a text field that is not valid UTF-8 -------------
+NOT_UTF8 = b"a red \xff\xfe circle"  # \xff never occurs in UTF-8
+
+
+def test_starlette_still_reads_a_text_field_that_is_not_utf8_as_latin1(echo):
+    import starlette.formparsers
+
+    original = compat.original(starlette.formparsers, "_user_safe_decode")
+    assert original(NOT_UTF8, "utf-8") == NOT_UTF8.decode("latin-1")
+    r = echo.post("/upload", files={"file": ("a.txt", b"x"), "note": (None, NOT_UTF8)})
+    assert r.status_code == 200
+
+
+def test_patched_text_field_that_is_not_utf8_is_a_400(echo):
+    compat.apply_patches()
+    r = echo.post("/upload", files={"file": ("a.txt", b"uploaded"), "note": (None, NOT_UTF8)})
+    assert r.status_code == 400 and "not valid utf-8 text" in r.text
+    ok = echo.post("/upload", files={"file": ("a.txt", b"uploaded"), "note": (None, "un cercle rouge é".encode())})
+    assert ok.status_code == 200 and ok.text == "uploaded"
 
 
 # ---- applying and removing ---------------------------------------------------------------------
 def test_patches_apply_once_and_come_off():
     originals = {name: compat.original(MultipartSerde, name) for name in ("ensure_file", "parse_request")}
-    assert compat.patched() == {"MultipartSerde.ensure_file": False, "MultipartSerde.parse_request": False}
+    assert compat.patched() == {
+        "MultipartSerde.ensure_file": False,
+        "MultipartSerde.parse_request": False,
+        "starlette.formparsers._user_safe_decode": False,
+    }
     compat.apply_patches()
     first = dict(MultipartSerde.__dict__)
     compat.apply_patches()
@@ -227,7 +259,7 @@ def test_importing_the_service_reads_no_model_and_patches_nothing(tmp_path):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen["patched"] == {"MultipartSerde.ensure_file": False, "MultipartSerde.parse_request": False}
+    assert seen["patched"] and not any(seen["patched"].values())
     assert not seen["file_schema_hash"]
     assert seen["models"] == ["opt:abc123"]  # a reference, recorded by `bentoml build`
     assert seen["config"]["workers"] == 2 and seen["config"]["traffic"] == {"timeout": 30}

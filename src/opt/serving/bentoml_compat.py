@@ -1,4 +1,4 @@
-"""Every use of BentoML's private modules by the service, in one place (BentoML 1.4.40).
+"""Every use of BentoML's (and Starlette's) private modules by the service, in one place (BentoML 1.4.40).
 
 Patches of BentoML defects, applied by `apply_patches()` when `OPTService` is constructed (once
 per process; importing this module or the service patches nothing):
@@ -6,7 +6,11 @@ per process; importing this module or the service patches nothing):
 - `MultipartSerde.ensure_file`: a multipart file field sent as text is fetched as a URL by
   BentoML; refused instead with a 400 (nothing downloads at runtime, no SSRF).
 - `MultipartSerde.parse_request`: a malformed multipart body raises Starlette's HTTPException,
-  which BentoML answers with a 500; answered with its own 4xx.
+  and a text field sent as a file part that is not UTF-8 a UnicodeDecodeError (json.loads of the
+  bytes); BentoML answers both with a 500; answered with a 4xx.
+- `starlette.formparsers._user_safe_decode`: a multipart text field (or field name, or file name)
+  that is not valid in its charset (UTF-8 unless declared) is decoded as Latin-1, so mojibake
+  reaches the model with a 200; refused instead (a 400 through the patch above).
 
 A defect worked around without a patch: BentoML turns a `Path` input into an uploaded file only
 when the annotation is `Path` or `typing.Optional[Path]` (which then fails: its `FileSchema` is
@@ -48,7 +52,8 @@ def refuse_file_urls(ensure_file):
 
 
 def bad_multipart_is_4xx(parse_request):
-    """MultipartSerde.parse_request: Starlette's HTTPException (a malformed body) -> its own 4xx."""
+    """MultipartSerde.parse_request: Starlette's HTTPException (a malformed body) -> its own 4xx;
+    a field that is not valid text -> 400."""
     from starlette.exceptions import HTTPException
 
     async def parse_or_4xx(self, request, cls):
@@ -56,30 +61,55 @@ def bad_multipart_is_4xx(parse_request):
             return await parse_request(self, request, cls)
         except HTTPException as e:
             raise BentoMLException(f"bad multipart body: {e.detail}", error_code=HTTPStatus(e.status_code)) from e
+        except UnicodeDecodeError as e:
+            raise BentoMLException(
+                f"bad multipart body: a form field is not valid {e.encoding} text", error_code=HTTPStatus.BAD_REQUEST
+            ) from e
 
     return parse_or_4xx
 
 
-def patches() -> list[tuple[type, str, object]]:
-    """(class, attribute, replacement maker) of every patch; the maker takes BentoML's function."""
+def strict_text(user_safe_decode):
+    """starlette.formparsers._user_safe_decode: bytes that are not valid in the part's charset are
+    refused (MultiPartException: Starlette's 400), never decoded as Latin-1."""
+    from starlette.formparsers import MultiPartException
+
+    def decode_or_refuse(src, codec: str) -> str:
+        try:
+            return bytes(src).decode(codec)
+        except UnicodeDecodeError as e:
+            raise MultiPartException(f"a form field is not valid {codec} text") from e
+        except LookupError:  # an unknown charset: Starlette's own answer
+            return user_safe_decode(src, codec)
+
+    return decode_or_refuse
+
+
+def patches() -> list[tuple[object, str, object]]:
+    """(class or module, attribute, replacement maker) of every patch; the maker takes the original function."""
+    import starlette.formparsers
     from _bentoml_impl.serde import MultipartSerde
 
-    return [(MultipartSerde, "ensure_file", refuse_file_urls), (MultipartSerde, "parse_request", bad_multipart_is_4xx)]
+    return [
+        (MultipartSerde, "ensure_file", refuse_file_urls),
+        (MultipartSerde, "parse_request", bad_multipart_is_4xx),
+        (starlette.formparsers, "_user_safe_decode", strict_text),
+    ]
 
 
-def _function(owner: type, name: str):
+def _function(owner, name: str):
     """owner.name as a plain function (a staticmethod unwrapped) and whether it was a staticmethod."""
     value = owner.__dict__[name]
     return (value.__func__, True) if isinstance(value, staticmethod) else (value, False)
 
 
-def original(owner: type, name: str):
+def original(owner, name: str):
     """BentoML's own function behind owner.name, patched or not."""
     function, _ = _function(owner, name)
     return function.__wrapped__ if getattr(function, MARK, False) else function
 
 
-def is_patched(owner: type, name: str) -> bool:
+def is_patched(owner, name: str) -> bool:
     return bool(getattr(_function(owner, name)[0], MARK, False))
 
 
@@ -105,7 +135,7 @@ def remove_patches() -> None:
 
 
 def patched() -> dict[str, bool]:
-    """Class.attribute -> whether its patch is applied in this process."""
+    """Class.attribute (module.attribute) -> whether its patch is applied in this process."""
     return {f"{owner.__name__}.{name}": is_patched(owner, name) for owner, name, _ in patches()}
 
 
