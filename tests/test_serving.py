@@ -208,6 +208,14 @@ BAD_REQUESTS = {
         {"files": {"audio": ("x.wav", audio_bytes())}, "data": {"text": "a", "target": "text"}},
     ),
     "question missing": ("/vqa", {"files": {"image": ("x.png", image_bytes())}}),
+    "question not utf-8": (
+        "/vqa",
+        {"files": {"image": ("x.png", image_bytes()), "question": (None, b"what \xff colour")}},
+    ),
+    "question as a file, not utf-8": (
+        "/vqa",
+        {"files": {"image": ("x.png", image_bytes()), "question": ("q.txt", b"what \xff colour")}},
+    ),
     "threshold out of range": ("/classify", {"files": {"image": ("x.png", image_bytes())}, "data": {"threshold": "7"}}),
 }
 
