@@ -38,7 +38,7 @@ from bentoml.validators import ContentType
 from pydantic import BaseModel, Field
 
 from opt.config import ServeConfig
-from opt.serving import outputs
+from opt.serving import demo, outputs
 from opt.serving.bentoml_compat import OptionalFile, adaptive_batcher, apply_patches
 from opt.serving.bundle import read_bundle
 from opt.serving.inputs import AudioFeatures, BadInput, BodySizeLimit, decode, limits_from_config, query_kind
@@ -225,3 +225,4 @@ class OPTService:
 
 
 OPTService.add_asgi_middleware(UploadLimit)
+OPTService.mount_asgi_app(demo.page_app(), path=demo.PATH, name="demo")  # the demo page, same process
