@@ -203,7 +203,8 @@ def build_page() -> gr.Blocks:
 
 def page_app():
     """The page as an ASGI app (Gradio's own mount; its lifespan starts Gradio's queue) for
-    OPTService.mount_asgi_app. Client-side rendering: no Node server."""
+    OPTService.mount_asgi_app. Client-side rendering: no Node server. (BentoML 1.4.40's
+    bentoml.gradio.mount_gradio_app predates Gradio 6: its page answers 500, no theme set.)"""
     from fastapi import FastAPI
 
     page = build_page()
