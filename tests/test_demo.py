@@ -146,3 +146,21 @@ def test_speech_gets_a_transcript_and_search_shows_thumbnails(page, server, file
     page.wait_for_function("() => [...document.querySelectorAll('#results img')].every(i => i.naturalWidth > 0)")
     assert page.locator("#results img").count() == 6 and "#1 " in page.locator("#results").inner_text()
     assert_offline(page, server)
+
+
+def test_the_swagger_page_shows_the_service_and_model(browser, server):
+    page = browser.new_page()
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{server['url']}/")
+    page.locator("h2.title", has_text="OPT service").wait_for()  # visible
+    assert page.title() == "OPT service"
+    version = server["model"].split(":")[1]
+    page.get_by_text(version).first.wait_for()
+    page.get_by_text("/retrieve").first.wait_for()
+    shown = page.locator("body").inner_text()
+    assert "customize this README" not in shown and "BentoML Team" not in shown
+    page.requested = requested
+    assert_offline(page, server)
+    page.close()

@@ -26,16 +26,12 @@ from bentoml.exceptions import BentoMLException
 from PIL import Image
 from pydantic import ValidationError
 
+from opt.serving.inputs import validation_reason
 from opt.tasks.metrics import HEADLINE
 
 PATH = "/ui"  # where the service mounts the page
 TARGETS = ["default", "image", "text", "audio"]  # retrieve's `target` ("default": by query kind)
 log = logging.getLogger(__name__)
-
-
-def validation_reason(error: ValidationError) -> str:
-    """A pydantic error as one line, field by field (what the API's 400 lists)."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in error.errors())
 
 
 async def call_api(name: str, **inputs):

@@ -38,6 +38,11 @@ class BadInput(ValueError):
         self.status = status
 
 
+def validation_reason(error) -> str:
+    """A pydantic ValidationError (an API's input model refusing a request) as one line, field by field."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in error.errors())
+
+
 def limits_from_config(limits) -> ServeLimits:
     """`serve.limits` of a config (a DictConfig node, or anything with its attributes) as a plain `ServeLimits`."""
     return ServeLimits(**{f.name: getattr(limits, f.name) for f in fields(ServeLimits)})
