@@ -13,6 +13,7 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
   { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } \
     || echo "setup: chromium not installed (the browser test will be skipped)"
 fi
+.venv/bin/python -m opt.dvc_plots >/dev/null  # .dvc/plots_template.html: `dvc plots show` offline
 mkdir -p data/sources  # versioned by data.dvc: your own Localized Narratives files go here
 .venv/bin/opt --help >/dev/null
 echo "setup done: . .venv/bin/activate && opt --help"

@@ -1,8 +1,7 @@
 """The demo page at /ui of a real `bentoml serve` (packaged tiny model), driven in headless Chromium.
 
-The browser is the system's Chromium (Debian's `chromium` package, `scripts/setup.sh` installs it
-where it can; OPT_CHROMIUM names another binary) driven by Playwright, which downloads nothing
-here. Without a Chromium the browser tests are skipped. Every request the page makes must go to
+The browser is the system's Chromium (the `browser` fixture of conftest.py). Without a Chromium the
+browser tests are skipped. Every request the page makes must go to
 the server itself: the page works offline.
 
 OPT_DEMO_SCREENSHOT=docs/demo.png writes the screenshot of the README.
@@ -11,14 +10,12 @@ OPT_DEMO_SCREENSHOT=docs/demo.png writes the screenshot of the README.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 from serving_fixtures import audio_bytes, image_bytes, package_tiny, start_server, stop_server
 
-CHROMIUM = os.environ.get("OPT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 TIMEOUT_MS = 90_000  # a model call on a loaded 2-core machine
 
 
@@ -43,20 +40,6 @@ def files(tmp_path_factory) -> dict[str, Path]:
     for name, data in contents.items():
         (folder / name).write_bytes(data)
     return {name: folder / name for name in contents}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("OPT_CHROMIUM"):  # named, so required
-            pytest.fail(f"OPT_CHROMIUM={CHROMIUM} does not exist")
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set OPT_CHROMIUM)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
