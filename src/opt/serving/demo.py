@@ -30,8 +30,9 @@ from opt.serving.inputs import validation_reason
 from opt.tasks.metrics import HEADLINE
 
 PATH = "/ui"  # where the service mounts the page
+UNEXPECTED = "An unexpected error has occurred, please check the server log."  # BentoML's 5xx body
 TARGETS = ["default", "image", "text", "audio"]  # retrieve's `target` ("default": by query kind)
-log = logging.getLogger(__name__)
+log = logging.getLogger("bentoml.serve")  # beside the API's own lines
 
 
 async def call_api(name: str, **inputs):
@@ -45,13 +46,17 @@ async def call_api(name: str, **inputs):
         method = getattr(service, name).local  # the method itself, as BentoML's HTTP route calls it
         return await method(**{k: getattr(data, k) for k in type(data).model_fields})
     except ValidationError as e:
-        raise gr.Error(validation_reason(e), print_exception=False) from None
+        reason, status = validation_reason(e), 400
     except BentoMLException as e:
-        if 400 <= int(e.error_code) < 500:
-            log.info("demo %s: refused (%d): %s", name, int(e.error_code), e)
-            raise gr.Error(str(e), print_exception=False) from None
-        log.warning("demo %s: %s", name, e)
-        raise gr.Error(f"the service could not answer ({int(e.error_code)}): {e}", print_exception=False) from None
+        reason, status = str(e), int(e.error_code)
+    except Exception:
+        log.exception("page %s failed", name)
+        reason, status = "", 500
+    if status >= 500:  # what the API answers a 5xx with; the log has the rest
+        log.warning("page %s: %d %s", name, status, reason)
+        raise gr.Error(UNEXPECTED, print_exception=False)
+    log.info("refused page %s (%d): %s", name, status, reason)
+    raise gr.Error(reason, print_exception=False)
 
 
 def upload(file) -> Path | None:
