@@ -36,6 +36,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "square.png": image_bytes(),
         "corrupt.png": b"\x89PNG\r\n\x1a\nnot really a png",
         "tone.flac": audio_bytes("FLAC"),
+        "big.png": b"\x00" * 400_000,  # over the test model's max_upload_bytes (300 kB)
     }
     for name, data in contents.items():
         (folder / name).write_bytes(data)
@@ -107,6 +108,11 @@ def test_a_corrupt_file_shows_the_apis_reason_and_no_trace(page, server, files):
     assert "Traceback" not in shown and "/tmp/" not in shown and "<upload>" not in reason.inner_text()
     api = httpx.post(f"{server['url']}/caption", files={"image": ("c.png", files["corrupt.png"].read_bytes())})
     assert api.status_code == 400 and reason.inner_text().strip() in api.text  # the API's own reason
+
+
+def test_an_oversized_upload_is_refused_at_the_apis_limit(page, files):
+    page.locator("#image-file input[type=file]").set_input_files(files["big.png"])
+    page.get_by_text("exceeds max_upload_bytes=300000").first.wait_for()  # the service's 413, before Gradio reads it
 
 
 def test_a_negative_seed_is_refused_with_the_apis_reason(page):
