@@ -1,6 +1,10 @@
-"""Shared fixtures: a tiny canonical raw dataset made by hand (no generator, no TTS)."""
+"""Shared fixtures: a tiny canonical raw dataset made by hand (no generator, no TTS); a headless Chromium."""
 
 from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,3 +104,22 @@ def pretrained_synth(tmp_path_factory):
     for stage in ("ingest", "prepare", "image_tokenizer", "pretrain"):
         run_stage(stage, overrides)
     return root, overrides
+
+
+CHROMIUM = os.environ.get("OPT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """The system's headless Chromium (Debian's `chromium`; `scripts/setup.sh` installs it where it can;
+    OPT_CHROMIUM names another) driven by Playwright, which downloads nothing here. None: skipped."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("OPT_CHROMIUM"):  # named, so required
+            pytest.fail(f"OPT_CHROMIUM={CHROMIUM} does not exist")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set OPT_CHROMIUM)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import os
 import subprocess
 import sys
 import textwrap
+from http import HTTPStatus
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +25,7 @@ import pytest
 from _bentoml_impl.serde import MultipartSerde
 from bentoml.exceptions import BentoMLException
 from starlette.datastructures import UploadFile
+from starlette.responses import PlainTextResponse
 from starlette.testclient import TestClient
 
 from opt.serving import bentoml_compat as compat
@@ -40,6 +43,17 @@ class Echo:
     @bentoml.api
     async def required(self, file: Path) -> str:
         return Path(file).read_text()
+
+    @staticmethod
+    def openapi_info() -> dict:
+        return {"title": "Echo", "version": "v1", "description": "Echoes uploads."}
+
+    @bentoml.api
+    async def refuse(self) -> str:
+        try:
+            raise ValueError("the cause")
+        except ValueError as e:
+            raise BentoMLException("refused: a reason", error_code=HTTPStatus.BAD_REQUEST) from e
 
 
 @pytest.fixture(autouse=True)
@@ -102,17 +116,130 @@ def test_bentoml_still_answers_a_malformed_multipart_body_with_a_500(echo):
     assert echo.post("/required", **MALFORMED).status_code == 500
 
 
+def test_bentoml_still_answers_a_text_file_part_that_is_not_utf8_with_a_500(echo):
+    r = echo.post("/upload", files={"note": ("note.txt", b"a \xff b")})
+    assert r.status_code == 500
+
+
 def test_patched_malformed_multipart_body_is_a_400(echo):
     compat.apply_patches()
     r = echo.post("/required", **MALFORMED)
     assert r.status_code == 400 and "bad multipart body" in r.text
+    r = echo.post("/upload", files={"note": ("note.txt", b"a \xff b")})
+    assert r.status_code == 400 and "not valid utf-8 text" in r.text
     assert echo.post("/required", files={"file": ("a.txt", b"fine")}).text == "fine"
+
+
+# ---- a 4xx: its body (JSONResponse) and its log line (log_exception) -----------------------------
+def errors_logged(caplog) -> list:
+    return [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def test_bentoml_still_answers_a_4xx_with_a_list_and_logs_it_with_tracebacks(echo, caplog):
+    with caplog.at_level(logging.INFO):
+        r = echo.post("/refuse", json={})
+    assert r.status_code == 400 and r.json() == [{"error": "refused: a reason"}]
+    assert errors_logged(caplog)
+
+
+def test_patched_4xx_is_an_object_and_one_log_line(echo, caplog):
+    compat.apply_patches()
+    with caplog.at_level(logging.INFO):
+        refused, invalid = echo.post("/refuse", json={}), echo.post("/required", json={})
+    assert refused.status_code == 400 and refused.json() == {"error": "refused: a reason"}
+    assert invalid.status_code == 400 and invalid.json()["error"].endswith("validation error for Input")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
+    assert lines == [
+        "refused POST /refuse (400): refused: a reason",
+        "refused POST /required (400): file: Field required",
+    ]
+    assert not errors_logged(caplog)
+
+
+# ---- the OpenAPI document: generate_spec (info), APIMethod.openapi_request (JSON bodies) -----------
+def openapi() -> dict:
+    return Echo.openapi_spec.asdict()
+
+
+def request_media(path: str) -> dict:
+    return openapi()["paths"][path]["post"]["requestBody"]["content"]
+
+
+def test_bentoml_still_shows_its_readme_template_and_no_version():
+    info = openapi()["info"]
+    assert info["title"] == "Echo" and info["version"] == "None" and "customize this README" in info["description"]
+
+
+def test_patched_openapi_info_is_the_services():
+    compat.apply_patches()
+    assert openapi()["info"] == {"title": "Echo", "version": "v1", "description": "Echoes uploads."}
+
+
+def test_bentoml_still_documents_only_the_form_of_an_api_with_optional_files():
+    assert list(request_media("/upload")) == ["multipart/form-data"]
+
+
+def test_patched_json_body_is_documented_where_every_file_is_optional(echo):
+    compat.apply_patches()
+    media = request_media("/upload")
+    assert set(media) == {"application/json", "multipart/form-data"}
+    assert set(media["application/json"]["schema"]["properties"]) == {"note"}
+    assert list(request_media("/required")) == ["multipart/form-data"]  # a required file: the form only
+    assert echo.post("/upload", json={"note": "n"}).text == "none"  # the documented JSON body is accepted
+
+
+# ---- the Swagger page at / (SwaggerPage, no patch) ---------------------------------------------------
+def test_bentoml_swagger_page_still_loads_google_tag_manager_and_hides_the_title():
+    import _bentoml_impl.server.app as server_app
+
+    page = (Path(server_app.__file__).parent / "main-openapi.html").read_text()
+    assert "googletagmanager.com" in page and "<title>BentoML Prediction Service</title>" in page
+
+
+def test_swagger_page_answers_get_slash_with_the_title_and_no_tag_manager():
+    async def app(scope, receive, send):
+        await PlainTextResponse("the API")(scope, receive, send)
+
+    client = TestClient(compat.SwaggerPage(app, title="Echo <service>"))
+    page = client.get("/").text
+    assert "<title>Echo &lt;service&gt;</title>" in page and "swagger-ui-bundle.js" in page
+    assert "googletagmanager" not in page and "https://" not in page.split("<body>")[0]
+    assert client.get("/docs.json").text == "the API" and client.post("/").text == "the API"
+
+
+# ---- starlette.formparsers._user_safe_decode: a text field that is not valid UTF-8 -------------
+NOT_UTF8 = b"a red \xff\xfe circle"  # \xff never occurs in UTF-8
+
+
+def test_starlette_still_reads_a_text_field_that_is_not_utf8_as_latin1(echo):
+    import starlette.formparsers
+
+    original = compat.original(starlette.formparsers, "_user_safe_decode")
+    assert original(NOT_UTF8, "utf-8") == NOT_UTF8.decode("latin-1")
+    r = echo.post("/upload", files={"file": ("a.txt", b"x"), "note": (None, NOT_UTF8)})
+    assert r.status_code == 200
+
+
+def test_patched_text_field_that_is_not_utf8_is_a_400(echo):
+    compat.apply_patches()
+    r = echo.post("/upload", files={"file": ("a.txt", b"uploaded"), "note": (None, NOT_UTF8)})
+    assert r.status_code == 400 and "not valid utf-8 text" in r.text
+    ok = echo.post("/upload", files={"file": ("a.txt", b"uploaded"), "note": (None, "un cercle rouge é".encode())})
+    assert ok.status_code == 200 and ok.text == "uploaded"
 
 
 # ---- applying and removing ---------------------------------------------------------------------
 def test_patches_apply_once_and_come_off():
     originals = {name: compat.original(MultipartSerde, name) for name in ("ensure_file", "parse_request")}
-    assert compat.patched() == {"MultipartSerde.ensure_file": False, "MultipartSerde.parse_request": False}
+    assert compat.patched() == {
+        "MultipartSerde.ensure_file": False,
+        "MultipartSerde.parse_request": False,
+        "_bentoml_impl.server.app.JSONResponse": False,
+        "_bentoml_impl.server.app.log_exception": False,
+        "_bentoml_sdk.service.openapi.generate_spec": False,
+        "APIMethod.openapi_request": False,
+        "starlette.formparsers._user_safe_decode": False,
+    }
     compat.apply_patches()
     first = dict(MultipartSerde.__dict__)
     compat.apply_patches()
@@ -227,7 +354,7 @@ def test_importing_the_service_reads_no_model_and_patches_nothing(tmp_path):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen["patched"] == {"MultipartSerde.ensure_file": False, "MultipartSerde.parse_request": False}
+    assert seen["patched"] and not any(seen["patched"].values())
     assert not seen["file_schema_hash"]
     assert seen["models"] == ["opt:abc123"]  # a reference, recorded by `bentoml build`
     assert seen["config"]["workers"] == 2 and seen["config"]["traffic"] == {"timeout": 30}

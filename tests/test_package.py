@@ -149,6 +149,7 @@ def test_the_bento_serves_its_own_code_and_pinned_model(packaged, tmp_path):
     try:
         health = httpx.post(f"{url}/health", timeout=60)
         assert health.status_code == 200 and health.json()["model"] == model
+        assert httpx.get(f"{url}/ui/", timeout=60).status_code == 200  # the demo page travels with the Bento
     finally:
         stop_server(proc)
 

@@ -208,6 +208,14 @@ BAD_REQUESTS = {
         {"files": {"audio": ("x.wav", audio_bytes())}, "data": {"text": "a", "target": "text"}},
     ),
     "question missing": ("/vqa", {"files": {"image": ("x.png", image_bytes())}}),
+    "question not utf-8": (
+        "/vqa",
+        {"files": {"image": ("x.png", image_bytes()), "question": (None, b"what \xff colour")}},
+    ),
+    "question as a file, not utf-8": (
+        "/vqa",
+        {"files": {"image": ("x.png", image_bytes()), "question": ("q.txt", b"what \xff colour")}},
+    ),
     "threshold out of range": ("/classify", {"files": {"image": ("x.png", image_bytes())}, "data": {"threshold": "7"}}),
 }
 
@@ -217,8 +225,18 @@ def test_bad_input_is_a_4xx_and_the_server_keeps_answering(client, name):
     route, request = BAD_REQUESTS[name]
     r = client.post(route, **request)
     assert 400 <= r.status_code < 500, f"{name}: {r.status_code} {r.text}"
-    assert "error" in r.text
+    body = r.json()
+    assert isinstance(body, dict) and body["error"], f"{name}: {r.text}"  # an object with the reason
+    assert "/tmp/" not in r.text  # no server path of the upload
     assert_alive(client)
+
+
+def test_each_bad_request_is_logged_as_one_line(server, client):
+    """After every BAD_REQUESTS case: one line each with its reason, no ERROR, no traceback."""
+    post_files(client, "/caption", {"image": b"\x89PNG\r\n\x1a\nnot really a png"})
+    log = server["log"].read_text()
+    assert "Traceback" not in log and "[ERROR]" not in log
+    assert "refused POST /caption (400): bad image: " in log
 
 
 def test_the_body_size_limit_is_the_constructed_services(monkeypatch):
@@ -313,6 +331,18 @@ def test_oversized_chunked_body_is_refused_before_it_is_read(client):
     r = client.post("/caption", content=body(), headers={"content-type": "multipart/form-data; boundary=x"})
     assert r.status_code == 413
     assert_alive(client)
+
+
+def test_openapi_document_names_the_service_and_model_and_the_json_bodies(client):
+    doc = client.get("/docs.json").json()
+    model = client.post("/health", json={}).json()["model"]
+    assert doc["info"]["title"] == "OPT service" and doc["info"]["version"] == model.split(":")[1]
+    assert model in doc["info"]["description"] and "README" not in doc["info"]["description"]
+    for route, fields in {"/retrieve": {"text", "target", "k"}, "/embed": {"text"}}.items():
+        media = doc["paths"][route]["post"]["requestBody"]["content"]
+        assert set(media["application/json"]["schema"]["properties"]) == fields
+        assert {"audio", "image"} <= set(media["multipart/form-data"]["schema"]["properties"])
+    assert set(doc["paths"]["/caption"]["post"]["requestBody"]["content"]) == {"multipart/form-data"}
 
 
 def test_openapi_schema_holds_without_server_errors(server):

@@ -163,6 +163,14 @@ class VersioningConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    """When flows/serve.py runs the deployment `opt-pipeline/nightly` (Prefect cron schedule)."""
+
+    cron: str = "0 2 * * *"  # minute hour day month weekday
+    timezone: str = "UTC"  # IANA name the cron reads in, e.g. Europe/Berlin
+
+
+@dataclass
 class OPTConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -176,6 +184,7 @@ class OPTConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     versioning: VersioningConfig = field(default_factory=VersioningConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
 def typed(cfg) -> OPTConfig:

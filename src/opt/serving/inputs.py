@@ -38,9 +38,19 @@ class BadInput(ValueError):
         self.status = status
 
 
+def validation_reason(error) -> str:
+    """A pydantic ValidationError (an API's input model refusing a request) as one line, field by field."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in error.errors())
+
+
 def limits_from_config(limits) -> ServeLimits:
     """`serve.limits` of a config (a DictConfig node, or anything with its attributes) as a plain `ServeLimits`."""
     return ServeLimits(**{f.name: getattr(limits, f.name) for f in fields(ServeLimits)})
+
+
+def file_reason(error: Exception, file: Path) -> str:
+    """A decoder's message without the server's path of the upload."""
+    return str(error).replace(str(file), "<upload>")
 
 
 def check_file(file: Path | None, what: str, limits: ServeLimits) -> Path:
@@ -64,7 +74,7 @@ def decode_image(file: Path | None, size: int, limits: ServeLimits) -> torch.Ten
     try:
         image = load_image(file, max_pixels=limits.max_image_pixels)
     except MediaError as e:
-        raise BadInput(f"bad image: {e}") from e
+        raise BadInput(f"bad image: {file_reason(e, file)}") from e
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.LANCZOS)
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()).float().div_(255.0)
@@ -104,7 +114,7 @@ class AudioFeatures:
         try:
             info = sf.info(str(file))
         except Exception as e:  # libsndfile refuses anything it cannot parse
-            raise BadInput(f"bad audio: not a WAV, OGG or FLAC file soundfile can read ({e})") from e
+            raise BadInput(f"bad audio: not a WAV, OGG or FLAC file soundfile can read ({file_reason(e, file)})") from e
         seconds = info.frames / info.samplerate if info.samplerate > 0 else math.inf
         if seconds > self.limits.max_audio_seconds:
             raise BadInput(f"audio of {seconds:.1f} s exceeds max_audio_seconds={self.limits.max_audio_seconds}")
@@ -116,7 +126,7 @@ class AudioFeatures:
         try:
             wave = load_audio(file, int(self.settings.sample_rate))
         except MediaError as e:
-            raise BadInput(f"bad audio: {e}") from e
+            raise BadInput(f"bad audio: {file_reason(e, file)}") from e
         wave = wave[: int(round(self.max_audio_seconds * int(self.settings.sample_rate)))]
         mel = melspec.log_mel(torch.from_numpy(wave), self.settings)  # (M,F)
         return (mel - self.mean) / self.std

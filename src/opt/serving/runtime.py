@@ -61,7 +61,13 @@ class Runtime:
             {"index": i, "image_id": r.get("image_id"), "caption": r.get("caption")}
             for i, r in enumerate(data.records())
         ]
+        self.gallery_split = data.items
         return items, {m.value: emb[m] for m in Modality}
+
+    def gallery_image(self, index: int) -> np.ndarray:
+        """(S,S,3) uint8 picture of gallery item `index`, as prepared (the demo page's thumbnails)."""
+        shard, row = self.gallery_split.locate(int(index))
+        return np.asarray(self.gallery_split.arrays(shard)["images"][row]).transpose(1, 2, 0)
 
     # ---- batches -------------------------------------------------------------------------
     def text_batch(self, texts: list[str], trim: bool = True) -> dict:

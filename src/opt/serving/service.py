@@ -38,8 +38,8 @@ from bentoml.validators import ContentType
 from pydantic import BaseModel, Field
 
 from opt.config import ServeConfig
-from opt.serving import outputs
-from opt.serving.bentoml_compat import OptionalFile, adaptive_batcher, apply_patches
+from opt.serving import demo, outputs
+from opt.serving.bentoml_compat import OptionalFile, SwaggerPage, adaptive_batcher, apply_patches
 from opt.serving.bundle import read_bundle
 from opt.serving.inputs import AudioFeatures, BadInput, BodySizeLimit, decode, limits_from_config, query_kind
 
@@ -56,6 +56,7 @@ class ServeArgs(BaseModel):
 
 ARGS = bentoml.use_arguments(ServeArgs)
 MODEL_TAG = ARGS.model
+TITLE = "OPT service"  # the Swagger page's
 
 
 @contextlib.contextmanager
@@ -129,6 +130,26 @@ class OPTService:
         self.batched = {
             name: adaptive_batcher(fn, serve.batching.max_batch_size, serve.batching.max_latency_ms, self.model_thread)
             for name, fn in batches.items()
+        }
+
+    @staticmethod
+    def openapi_info() -> dict:
+        """The Swagger page's title, version and description: this service and the model it serves."""
+        try:
+            model = str(bentoml.get_current_service().bundle.tag)
+        except BentoMLException:  # not constructed (e.g. `bentoml build`): the reference
+            model = MODEL_TAG
+        return {
+            "title": TITLE,
+            "version": model.partition(":")[2] or model,
+            "description": (
+                "OPT, the Omni-Perception Pre-Trainer: one model over text, images and audio. "
+                f"Serving the packaged model `{model}`.\n\n"
+                "Captions, transcripts, generated images, gallery retrieval (text, audio, text+audio or "
+                "image queries), scene labels, answers to questions and embeddings. Files go as multipart "
+                "form fields; `/generate_image`, `/retrieve` and `/embed` also take a JSON body. "
+                "A page for people: [/ui](ui)."
+            ),
         }
 
     async def decode(self, kind: str, value):
@@ -225,3 +246,5 @@ class OPTService:
 
 
 OPTService.add_asgi_middleware(UploadLimit)
+OPTService.add_asgi_middleware(SwaggerPage, title=TITLE)
+OPTService.mount_asgi_app(demo.page_app(), path=demo.PATH, name="demo")  # the demo page, same process
