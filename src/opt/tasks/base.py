@@ -91,6 +91,13 @@ class Task:
     def use_state(self, state: dict) -> None:
         """Take a state from `fit_state` or from disk; called before `heads`."""
 
+    def records(self, context: TaskContext, split: str) -> list[dict]:
+        """The records of `split`, read once per task instance."""
+        cache = self.__dict__.setdefault("_records", {})
+        if split not in cache:
+            cache[split] = context.split(split).records()
+        return cache[split]
+
     def fitted(self, context: TaskContext) -> Task:
         """This task with the state fitted on `context`'s train split (for fresh heads)."""
         self.use_state(self.fit_state(context))

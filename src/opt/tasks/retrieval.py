@@ -94,14 +94,6 @@ class Retrieval(Task):
         nn.init.zeros_(query.bias)
         return nn.ModuleDict({"query": query})
 
-    def __init__(self):
-        self._records: dict[str, list] = {}
-
-    def records(self, context, split: str) -> list:
-        if split not in self._records:
-            self._records[split] = context.split(split).records()
-        return self._records[split]
-
     def has_prompts(self, context, split: str) -> bool:
         return split_prompts(self.records(context, split)) is not None
 

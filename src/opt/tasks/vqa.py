@@ -32,7 +32,6 @@ class VQA(Task):
     def __init__(self):
         self.scene: dict = {}  # scene vocabulary the questions are drawn from (task state)
         self.answers: list[str] = []  # the answer head's classes, in order (task state)
-        self._records: dict[str, list] = {}
 
     def fit_state(self, context) -> dict:
         """Scene and answer vocabularies of the train records."""
@@ -42,11 +41,6 @@ class VQA(Task):
 
     def use_state(self, state: dict) -> None:
         self.scene, self.answers = state["scene"], list(state["answers"])
-
-    def records(self, context, split: str) -> list:
-        if split not in self._records:
-            self._records[split] = context.split(split).records()
-        return self._records[split]
 
     def heads(self, model, context) -> nn.Module:
         return nn.ModuleDict({"answer": nn.Linear(model.cfg.dim, len(self.answers))})
