@@ -207,3 +207,19 @@ def test_beam_search_of_width_one_is_greedy_decoding():
     for g, b in zip(greedy.tolist(), beam.tolist(), strict=True):
         stop = g.index(end) + 1 if end in g else len(g)
         assert b[:stop] == g[:stop] and all(s == end for s in b[stop:])
+
+
+@pytest.mark.parametrize("pool", ["cls", "max"])
+def test_image_summary_is_its_cls_or_the_max_over_its_patches(pool):
+    model, batch = tiny_model(image_pool=pool).eval(), random_batch(3)
+    encoded = model.encode(batch, (Modality.IMAGE, Modality.TEXT))
+    image = encoded[Modality.IMAGE].tokens  # (B, 1+N, D)
+    expected = image[:, 0] if pool == "cls" else image[:, 1:].max(dim=1).values
+    assert torch.equal(model.summary(encoded[Modality.IMAGE], Modality.IMAGE), expected)
+    assert not torch.equal(expected, image[:, 0] if pool == "max" else image[:, 1:].max(dim=1).values)
+    assert torch.equal(model.summary(encoded[Modality.TEXT], Modality.TEXT), encoded[Modality.TEXT].tokens[:, 0])
+
+
+def test_an_unknown_image_pool_is_refused_by_name():
+    with pytest.raises(ValueError, match="image_pool='mean'"):
+        tiny_model(image_pool="mean")

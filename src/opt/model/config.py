@@ -27,6 +27,7 @@ class ModelConfig:
     audio_patch_frames: int = 16  # mel frames per audio patch (each patch spans all mel bins)
     max_audio_patches: int = 75  # 12 s at 10 ms hop / 16 frames
     max_text_tokens: int = 64
+    image_pool: str = "max"  # image summary (retrieval, classification): "max" over patches, or "cls"
 
 
 @dataclass

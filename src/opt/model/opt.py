@@ -20,6 +20,7 @@ from opt.model.encoders import AudioEncoder, Encoded, ImageEncoder, Modality, Te
 from opt.model.layers import Stack, key_mask
 
 MODALITIES = tuple(Modality)
+IMAGE_POOLS = ("cls", "max")
 MATCHING_CASES = 5  # all matched; image swapped; audio swapped; both from one other; from two others
 
 
@@ -43,6 +44,8 @@ class Dims:
 class OPT(nn.Module):
     def __init__(self, cfg: ModelConfig, dims: Dims):
         super().__init__()
+        if cfg.image_pool not in IMAGE_POOLS:
+            raise ValueError(f"model.image_pool={cfg.image_pool!r}: expected one of {IMAGE_POOLS}")
         self.cfg, self.dims = cfg, dims
         d, grid = cfg.dim, dims.image_size // cfg.patch_size
         self.encoders = nn.ModuleDict(
@@ -98,9 +101,16 @@ class OPT(nn.Module):
         tokens, valid = torch.cat(parts, dim=1), torch.cat(valids, dim=1)
         return Fused(self.fusion(tokens, key_mask(valid)), valid, spans)
 
+    def summary(self, encoded: Encoded, modality: Modality) -> Tensor:
+        """One vector (B,D) per sample of one modality: its encoder's CLS, or for images with
+        `image_pool: max` the max over its patch tokens (an object a few patches wide stays visible)."""
+        if Modality(modality) is Modality.IMAGE and self.cfg.image_pool == "max":
+            return encoded.tokens[:, 1:].amax(dim=1)
+        return encoded.tokens[:, 0]
+
     def embed(self, encoded: Encoded, modality: Modality) -> Tensor:
-        """Unit-norm embedding (B,D) of one modality, from its encoder's CLS, for retrieval."""
-        return F.normalize(self.project[Modality(modality)](encoded.tokens[:, 0]).float(), dim=-1)
+        """Unit-norm embedding (B,D) of one modality, from its summary, for retrieval."""
+        return F.normalize(self.project[Modality(modality)](self.summary(encoded, modality)).float(), dim=-1)
 
     def forward(self, batch: dict, modalities=MODALITIES) -> Fused:
         return self.fuse(self.encode(batch, modalities))

@@ -138,7 +138,7 @@ class Runtime:
         """(B,3,S,S) -> (B,C) probabilities of each label in `self.labels`."""
         task_model = self.models["classification"]
         encoded = task_model.opt.encode(self.image_batch(images), (I,))[I]
-        return torch.sigmoid(task_model.heads["image"](encoded.tokens[:, 0]).float()).cpu().numpy()
+        return torch.sigmoid(task_model.heads["image"](task_model.opt.summary(encoded, I)).float()).cpu().numpy()
 
     @torch.no_grad()
     def answer(self, pairs: list) -> list[dict]:

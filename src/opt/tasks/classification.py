@@ -78,7 +78,7 @@ class Classification(Task):
         batch = prepare(model, batch, context.device)
         target = self.targets(context, "train")[batch["index"].cpu()].to(context.device)
         encoded = model.encode(batch, (Modality.IMAGE,) if "fused" not in heads else tuple(Modality))
-        image = bce(heads["image"](encoded[Modality.IMAGE].tokens[:, 0]), target)
+        image = bce(heads["image"](model.summary(encoded[Modality.IMAGE], Modality.IMAGE)), target)
         out = {"loss": image, "classification_loss": image}
         if "fused" in heads:
             present = random_presence(draw, target.shape[0], context.device)
@@ -94,7 +94,8 @@ class Classification(Task):
         for batch in batches(context.split(split), 64):
             batch = prepare(model, batch, context.device)
             encoded = model.encode(batch)
-            parts.setdefault("image", []).append(heads["image"](encoded[Modality.IMAGE].tokens[:, 0]).float().cpu())
+            image = model.summary(encoded[Modality.IMAGE], Modality.IMAGE)
+            parts.setdefault("image", []).append(heads["image"](image).float().cpu())
             for name, subset in SUBSETS.items() if "fused" in heads else ():
                 fused = model.fuse({m: encoded[m] for m in subset}).tokens[:, 0]
                 parts.setdefault(f"fused/{name}", []).append(heads["fused"](fused).float().cpu())

@@ -1,9 +1,12 @@
 """VQA on questions derived from scene ground truth (see opt.data.questions).
 
 The question, encoded with the caption tokenizer, is the text modality; it is fused with the
-image by the cross-modal encoder and a classifier on the fused CLS picks the answer from the
-answer vocabulary of the train questions. Each item's image is encoded once and shared by all
-its questions. Accuracy overall and per question type ("accuracy/colour", ...).
+image by the cross-modal encoder, and a classifier on the fused CLS beside the image's summary
+(`OPT.summary`, what contrastive pre-training trains) picks the answer from the answer vocabulary
+of the train questions. The summary is read directly because the fused CLS alone lost colours
+when the image summary became the max over patches (README: Image summary). Each item's image
+is encoded once and shared by all its questions. Accuracy overall and per question type
+("accuracy/colour", ...).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class VQA(Task):
         self.scene, self.answers = state["scene"], list(state["answers"])
 
     def heads(self, model, context) -> nn.Module:
-        return nn.ModuleDict({"answer": nn.Linear(model.cfg.dim, len(self.answers))})
+        return nn.ModuleDict({"answer": nn.Linear(2 * model.cfg.dim, len(self.answers))})  # [fused CLS; summary]
 
     def questions(self, context, split: str, indices) -> tuple[list, list]:
         """Item indices -> (questions, owner position in the batch of each question)."""
@@ -60,10 +63,10 @@ class VQA(Task):
         device = context.device
         image = model.encode({"image": batch["image"].to(device)}, (Modality.IMAGE,))[Modality.IMAGE]
         text = model.encode(text_batch(context.tokenizer, [q.text for q in qs], device), (Modality.TEXT,))
-        fused = model.fuse(
-            {Modality.TEXT: text[Modality.TEXT], Modality.IMAGE: repeat(image, torch.tensor(owner, device=device))}
-        )
-        return heads["answer"](fused.tokens[:, 0]).float()
+        owner = torch.tensor(owner, device=device)
+        fused = model.fuse({Modality.TEXT: text[Modality.TEXT], Modality.IMAGE: repeat(image, owner)})
+        summary = model.summary(image, Modality.IMAGE)[owner]  # (Q,D)
+        return heads["answer"](torch.cat([fused.tokens[:, 0], summary], dim=-1)).float()
 
     def losses(self, model, heads, batch, draw, context) -> dict:
         qs, owner = self.questions(context, "train", batch["index"].tolist())
