@@ -26,11 +26,13 @@ sys.path[:0] = [str(ROOT / "src")]
 from opt.artifacts import prepared_dir  # noqa: E402
 from opt.config import load_config  # noqa: E402
 from opt.data.dataset import PreparedDataset  # noqa: E402
+from opt.data.manifest import label_matrix  # noqa: E402
 from opt.data.scenes import COLORS, SHAPES  # noqa: E402
 from opt.data.shards import read_records  # noqa: E402
 from opt.model.encoders import ImageEncoder  # noqa: E402
+from opt.probe import load_images  # noqa: E402
 
-LABELS = [("shape", s) for s in SHAPES] + [("color", c) for c in COLORS]
+LABELS = [f"shape={s}" for s in SHAPES] + [f"color={c}" for c in COLORS]  # opt.data.manifest labels
 READOUTS = {
     "cls": lambda t: t[:, 0],
     "max": lambda t: t[:, 1:].amax(dim=1),
@@ -41,13 +43,8 @@ READOUTS = {
 def load_split(prepared: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N,3,H,W) in [0,1] and labels (N, len(LABELS)) of one split."""
     ds = PreparedDataset(prepared, split)
-    images = torch.stack([ds[i]["image"] for i in range(len(ds))])
-    labels = torch.zeros(len(ds), len(LABELS))
-    for i, record in enumerate(read_records(ds.split_dir)):
-        for obj in record["objects"]:
-            for field in ("shape", "color"):
-                labels[i, LABELS.index((field, obj[field]))] = 1
-    return images, labels
+    labels = label_matrix(read_records(ds.split_dir), LABELS)
+    return load_images(ds).float() / 255, torch.from_numpy(labels).float()
 
 
 def run(cfg, data: dict, pool: str, seed: int, steps: int, batch: int, lr: float) -> dict:
