@@ -12,7 +12,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from opt.check import DEFAULT_REFERENCE, HEADLINE_PATHS, compare, result_config, write_reference
+from opt.check import DEFAULT_REFERENCE, HEADLINE_PATHS, compare, loss_windows, result_config, write_reference
 from opt.config import load_config
 
 REFERENCE = {
@@ -106,7 +106,7 @@ def test_cli_exit_code_follows_the_checks_and_names_blind_metrics(tmp_path):
 
 
 def write_full_run(root, cfg, seed: int, r1: float) -> None:
-    """A finished run of `cfg` with trainer.seed `seed`: every headline metric, 250 logged steps."""
+    """A finished run of `cfg` with trainer.seed `seed`: every headline metric, every step logged."""
     eval_json: dict = {}
     for dotted in HEADLINE_PATHS:
         task, split, metric = dotted.split(".", 2)
@@ -114,12 +114,20 @@ def write_full_run(root, cfg, seed: int, r1: float) -> None:
         eval_json.setdefault(task, {}).setdefault(split, {}).update({metric: value, "blind": {metric: 0.1}})
     (root / "metrics").mkdir(parents=True)
     (root / "metrics" / "eval.json").write_text(json.dumps(eval_json))
-    rows = ["step,loss"] + [f"{i},{30 - i / 25}" for i in range(1, 251)]
+    rows = ["step,loss"] + [f"{i},{30 - i / 25}" for i in range(1, cfg.trainer.max_steps + 1)]
     (root / "metrics" / "pretrain_losses.csv").write_text("\n".join(rows) + "\n")
     saved = OmegaConf.to_container(cfg)
     saved["trainer"]["seed"] = seed
     (root / "runs").mkdir()
     (root / "runs" / "evaluate.yaml").write_text(yaml.safe_dump(saved))
+
+
+@pytest.mark.parametrize("steps", [250, 350, 7])
+def test_loss_windows_are_four_tenths_of_the_run_the_last_ending_at_its_last_step(steps):
+    windows = [tuple(int(s) for s in w.split("-")) for w in loss_windows(steps)]
+    assert len(windows) == 4 and windows[0][0] == 1 and windows[-1][1] == steps
+    assert all(last - first + 1 == max(1, steps // 10) for first, last in windows)
+    assert all(a[1] < b[0] for a, b in zip(windows, windows[1:]))
 
 
 def test_write_reference_from_two_seeds(tmp_path):
@@ -130,6 +138,7 @@ def test_write_reference_from_two_seeds(tmp_path):
     r1 = reference["metrics"]["eval.json: retrieval.test.text_to_image/R@1"]
     assert r1["expected"] == pytest.approx(0.22) and r1["tolerance"] == pytest.approx(3 * 0.04 / 2**0.5, abs=1e-4)
     assert r1["above_blind"] > 0 and set(reference["runs"]) == {"seed 0", "seed 1"}
+    assert list(reference["loss_curve"]) == list(loss_windows(cfg.trainer.max_steps))
     assert "above_blind" not in reference["metrics"]["eval.json: text_to_image.test.frechet_distance"]
     written = OmegaConf.to_container(OmegaConf.load(tmp_path / "ref.yaml"))
     assert written["metrics"] == reference["metrics"] and written["config"]["model.name"] == "tiny"

@@ -24,7 +24,8 @@ def pretrained(prepared_synth):
     root, overrides = prepared_synth
     tokenizer = opt("image_tokenizer", *overrides, "image_tokenizer.steps=150", "image_tokenizer.batch_size=16")
     assert tokenizer.returncode == 0, tokenizer.stderr[-3000:]
-    out = opt("pretrain", *overrides, "trainer.max_steps=20", "trainer.batch_size=8", "trainer.checkpoint_every=10")
+    steps = ("trainer.max_steps=20", "trainer.batch_size=8", "trainer.checkpoint_every=10")
+    out = opt("pretrain", *overrides, *steps, "objectives.matching=1")  # every objective, matching too
     assert out.returncode == 0, out.stderr[-3000:]
     return root, overrides, out
 

@@ -48,7 +48,14 @@ WIDER_BLIND_MARGINS = {"mAP": 0.1, "attribute_accuracy": 0.1}  # ... except wher
 # beat blind by chance: a random head on random features, mAP 0.287 against 0.258; random VQ codes, attribute
 # accuracy 0.24 against 0.21 (the default data, `trainer.max_steps=0`, no fine-tuning; trained: 0.59 and 0.41)
 NO_BLIND_CHECK = ("frechet_distance",)  # its blind value is the noise floor: no generator beats it
-LOSS_WINDOWS = ("1-25", "51-75", "126-150", "226-250")
+
+
+def loss_windows(max_steps: int) -> tuple[str, ...]:
+    """Steps "first-last" of the reference's loss windows: the first, third, sixth and last tenth
+    of pre-training (250 steps: 1-25, 51-75, 126-150, 226-250)."""
+    w = max(1, max_steps // 10)
+    return tuple(f"{s + 1}-{s + w}" for s in (0, 2 * w, 5 * w, max_steps - w))
+
 REFERENCE_HEADER = """\
 # What the default run gives, written by `opt check --write-from RUN_DIR RUN_DIR ...` from runs of the
 # default config that differ only in trainer.seed (`bash scripts/seed_run.sh SEED DIR` makes one).
@@ -201,14 +208,14 @@ def spread_tolerance(values: list[float]) -> float:
     return max(3 * statistics.stdev(values), 0.02 * max(1.0, abs(statistics.fmean(values))))
 
 
-def measured(root: Path) -> dict:
-    """A run's headline metrics and loss windows (None where missing)."""
+def measured(root: Path, max_steps: int) -> dict:
+    """A run's headline metrics and loss windows of a `max_steps` run (None where missing)."""
     results = read_json(root / "metrics" / "eval.json") or {}
     losses = root / "metrics" / "pretrain_losses.csv"
     rows = list(csv.DictReader(losses.open())) if losses.exists() else []
     return {
         "metrics": {m: metric_value(results, m) for m in HEADLINE_PATHS},
-        "loss_curve": {w: mean_loss(rows, w) for w in LOSS_WINDOWS},
+        "loss_curve": {w: mean_loss(rows, w) for w in loss_windows(max_steps)},
     }
 
 
@@ -227,7 +234,7 @@ def run_seed(cfg, root: Path) -> int:
 def write_reference(cfg, roots: list[Path], out: Path) -> dict:
     """A reference from runs of the config `cfg` that differ only in trainer.seed: expected = their
     mean, tolerance = spread_tolerance, blind margin BLIND_MARGIN; each seed's values kept under `runs`."""
-    runs = {f"seed {run_seed(cfg, r)}": measured(Path(r)) for r in roots}
+    runs = {f"seed {run_seed(cfg, r)}": measured(Path(r), cfg.trainer.max_steps) for r in roots}
     if len(runs) < 2:
         raise ValueError("a reference needs runs of at least two different seeds")
     reference: dict = {"config": result_config(cfg), "metrics": {}, "loss_curve": {}, "runs": runs}

@@ -51,7 +51,7 @@ class ObjectivesConfig:
     mam: float = 1.0  # masked audio modelling: regress masked mel patches + contrast among them
     text_denoise: float = 1.0  # text decoder rebuilds the caption from fused tokens (text masked)
     image_denoise: float = 1.0  # image decoder generates VQ codes (image masked)
-    matching: float = 1.0  # tri-modal matching, OPT's five cases
+    matching: float = 0.0  # tri-modal matching, OPT's five cases (off by default: configs/objectives/all.yaml)
     contrastive: float = 1.0  # InfoNCE between modality embeddings, learned temperature
     text_mask_ratio: float = 0.15
     image_mask_ratio: float = 0.3
@@ -96,7 +96,7 @@ class TaskConfig:
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = 250
+    max_steps: int = 350
     batch_size: int = 32
     grad_accum: int = 1
     lr: float = 5e-4

@@ -17,8 +17,8 @@ BLIND = "blind"  # eval.json: task -> split -> {metric: value, BLIND: {metric: b
 LOWER_IS_BETTER = ("wer", "frechet_distance")  # every other metric: higher is better
 HEADLINE = {
     # prompt_to_image and prompt_audio_to_image (built-in data only) are reported, not gated: the
-    # default run's prompt_to_image sits near chance (0.015 / 0.020; the model does not yet tell
-    # shapes apart, issue 15), prompt_audio_to_image clears it through the narration (0.095 / 0.085)
+    # default run's prompt_to_image sits near chance (the model does not yet tell shapes apart, issue
+    # 15), prompt_audio_to_image clears it through the narration (README: the main job's table)
     "retrieval": ("text_to_image/R@1", "image_to_text/R@1", "audio_to_image/R@1", "text_audio_to_image/R@1"),
     "classification": ("mAP",),
     "vqa": ("accuracy",),
