@@ -76,7 +76,9 @@ def test_ablation_presets_switch_their_objectives_off(preset, absent):
     losses = pretext_losses(
         tiny_model(), random_batch(6), objectives(preset), SPECIAL, Draw(torch.Generator().manual_seed(0))
     )
-    default = pretext_losses(tiny_model(), random_batch(6), objectives(), SPECIAL, Draw(torch.Generator().manual_seed(0)))
+    default = pretext_losses(
+        tiny_model(), random_batch(6), objectives(), SPECIAL, Draw(torch.Generator().manual_seed(0))
+    )
     assert set(losses) == set(default) - absent
 
 
@@ -91,7 +93,11 @@ def test_image_text_preset_never_reads_audio():
 
 def test_each_objective_falls_when_a_tiny_batch_is_repeated():
     torch.manual_seed(0)
-    model, batch, o = tiny_model(seed=1), random_batch(6, seed=2), objectives(drop_text=0, drop_image=0, drop_audio=0, matching=1.0)
+    model, batch, o = (
+        tiny_model(seed=1),
+        random_batch(6, seed=2),
+        objectives(drop_text=0, drop_image=0, drop_audio=0, matching=1.0),
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first, last = None, None
     for step in range(40):

@@ -56,6 +56,7 @@ def loss_windows(max_steps: int) -> tuple[str, ...]:
     w = max(1, max_steps // 10)
     return tuple(f"{s + 1}-{s + w}" for s in (0, 2 * w, 5 * w, max_steps - w))
 
+
 REFERENCE_HEADER = """\
 # What the default run gives, written by `opt check --write-from RUN_DIR RUN_DIR ...` from runs of the
 # default config that differ only in trainer.seed (`bash scripts/seed_run.sh SEED DIR` makes one).
