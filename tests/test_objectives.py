@@ -46,11 +46,26 @@ def test_contrastive_loss_is_lower_for_aligned_pairs_than_shuffled():
 
 
 def test_every_objective_is_reported_and_the_total_is_their_weighted_sum():
-    model, o = tiny_model(), objectives(mlm=2.0, matching=1.0)
+    model = tiny_model()
+    o = objectives(mlm=2.0, matching=1.0, mvm=0.5, mvm_pixel=4.0, mam_regression=3.0)
     losses = pretext_losses(model, random_batch(6), o, SPECIAL, Draw(torch.Generator().manual_seed(0)))
     assert set(losses) == ALL_LOSSES | {"loss"}
-    expected = sum(v for k, v in losses.items() if k != "loss") + losses["mlm_loss"]
+    factor = {"mlm_loss": 2.0, "mvm_code_loss": 0.5, "mvm_pixel_loss": 2.0, "mam_regression_loss": 3.0}
+    expected = sum(factor.get(k, 1.0) * v for k, v in losses.items() if k != "loss")
     assert torch.allclose(losses["loss"], expected)
+
+
+def test_a_zero_factor_drops_only_that_regression_part_and_leaves_its_head_untrained():
+    """mvm_pixel=0 / mam_regression=0 switch off MVM's pixels and MAM's mel regression; the code
+    and contrast parts of MVM and MAM stay."""
+    model = tiny_model()
+    o = objectives(mvm_pixel=0.0, mam_regression=0.0)
+    losses = pretext_losses(model, random_batch(6), o, SPECIAL, Draw(torch.Generator().manual_seed(0)))
+    assert {"mvm_code_loss", "mam_contrastive_loss"} <= set(losses)
+    assert not {"mvm_pixel_loss", "mam_regression_loss"} & set(losses)
+    losses["loss"].backward()
+    assert model.heads["mvm_pixels"].weight.grad is None
+    assert model.heads["mam"].weight.grad.abs().sum() > 0  # the contrast still reads the mel head
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,12 @@
 """The text-to-image probe: it learns attributes of small objects and judges unseen images."""
 
+import shutil
+
 import numpy as np
 import torch
 
+from opt import probe as probe_module
+from opt.config import load_config
 from opt.probe import augment, judge, train_probe
 from opt.tasks.generation_metrics import label_set_accuracy
 
@@ -41,3 +45,21 @@ def test_augment_flips_and_shifts_without_changing_shape_or_colours():
     assert not torch.equal(out, x)
     for i in range(len(x)):  # the square moved at most 3 pixels, its colour kept
         assert np.isclose(float(out[i].min()), float(x[i].min()), atol=1e-6)
+
+
+def test_a_saved_probe_is_reused_only_by_the_code_that_trained_it(prepared_synth, tmp_path, monkeypatch, capsys):
+    """Same data, steps and code: the saved probe is kept; other code (a changed digest): retrained."""
+    source, overrides = prepared_synth
+    root = tmp_path / "run"
+    shutil.copytree(source, root)
+    cfg = load_config([*overrides, f"paths.root={root}", "task.probe_steps=3"])
+
+    def trained() -> bool:
+        probe_module.probe(cfg)
+        return "training the text-to-image judge" in capsys.readouterr().out
+
+    assert trained()
+    assert not trained()
+    monkeypatch.setattr(probe_module, "code_digest", lambda module: "the digest of other code")
+    assert trained()
+    assert not trained()

@@ -4,7 +4,7 @@ import os
 import shutil
 
 from opt import stage_cache
-from opt.code_deps import import_closure, stage_code, uncovered
+from opt.code_deps import code_digest, import_closure, stage_code, uncovered
 from opt.config import PROJECT_ROOT, load_config
 from opt.stage_cache import _names, cache_key, dvc_stages, outputs_intact, record_run, resolve
 from opt.stages import STAGES
@@ -144,3 +144,17 @@ def test_editing_imported_code_changes_the_keys_of_the_stages_that_import_it(tmp
     assert cache_key("image_tokenizer", cfg) not in (before["image_tokenizer"], after["image_tokenizer"])
     edited.write_text(text)
     assert cache_key("image_tokenizer", cfg) == before["image_tokenizer"]
+
+
+def test_code_digest_follows_the_closure_of_a_module_and_nothing_else(tmp_path):
+    files = {"opt/__init__.py": "", "opt/a.py": "from opt import b\n", "opt/b.py": "x = 1\n", "opt/c.py": "y = 1\n"}
+    for name, text in files.items():
+        (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / name).write_text(text)
+    before = code_digest("opt.a", tmp_path)
+    (tmp_path / "src/opt/c.py").write_text("y = 2\n")  # not imported by opt.a
+    assert code_digest("opt.a", tmp_path) == before
+    (tmp_path / "src/opt/b.py").write_text("x = 2\n")  # imported by opt.a
+    assert code_digest("opt.a", tmp_path) != before
+    (tmp_path / "src/opt/b.py").write_text("x = 1\n")
+    assert code_digest("opt.a", tmp_path) == before

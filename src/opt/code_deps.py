@@ -15,6 +15,7 @@ this closure (tests/test_stage_cache.py checks it):
 from __future__ import annotations
 
 import ast
+import hashlib
 import re
 from pathlib import Path
 
@@ -103,6 +104,16 @@ def import_closure(module: str, project: Path | None = None) -> list[str]:
             files.add(file)
             todo += sorted(imported_modules(file, name, src))
     return sorted(file.relative_to(project).as_posix() for file in files)
+
+
+def code_digest(module: str, project: Path | None = None) -> str:
+    """SHA-256 of the files `import_closure(module)` lists (their paths and bytes): a cache keyed
+    by it is rebuilt when any code that built it changed."""
+    from opt.files import sha256_file
+
+    project = project or _project()
+    lines = (f"{name}\0{sha256_file(project / name)}" for name in import_closure(module, project))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def stage_code(stage: str, project: Path | None = None) -> list[str]:

@@ -1,7 +1,9 @@
 """The attribute probe that judges text-to-image: a small CNN trained on real train images to
 predict which scene attributes (colour, shape, size of any object) are present, multi-label.
 
-Trained on first use and cached (opt.artifacts: models/probe/) (weights plus its label list); its penultimate
+Trained on first use and cached (opt.artifacts: models/probe/) (weights plus its label list), keyed
+by its data, steps and the digest of the code that trains it (a probe from older code is retrained:
+one such, kept across a code change, once shifted a Fréchet distance by 9, issue 14); its penultimate
 features (B,F) also serve the Fréchet distance between generated and real images.
 
 Design notes (measured on the default 2,000-scene data, test split): GroupNorm, not BatchNorm
@@ -19,13 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from opt.artifacts import prepared_identity, probe_dir, save_probe, saved_probe, training_split
+from opt.code_deps import code_digest
 from opt.data.manifest import label_matrix, scene_labels
 
 PROBE_BATCH = 32
 PROBE_LR = 2e-3
 FEATURES = 64
 SHIFT = 4  # pixels of random shift in training
-VERSION = 2  # of the probe's design: a cached probe of another version is retrained
 
 
 class Probe(nn.Module):
@@ -86,7 +88,7 @@ def load_or_train_probe(cfg, train_split) -> tuple[Probe, list[str]]:
     records = train_split.records()
     labels = sorted(set().union(*(scene_labels(r) for r in records))) if records else []
     meta = {
-        "version": VERSION,
+        "code": code_digest(__name__),  # any change to the code that trains it retrains it
         "labels": labels,
         "train_items": len(train_split),
         "steps": cfg.task.probe_steps,

@@ -47,8 +47,10 @@ class ObjectivesConfig:
     """Each pretext task has a weight; 0 switches it off."""
 
     mlm: float = 1.0  # masked language modelling (15%, 80/10/10)
-    mvm: float = 1.0  # masked vision modelling: VQ code of masked patches + their pixels
-    mam: float = 1.0  # masked audio modelling: regress masked mel patches + contrast among them
+    mvm: float = 1.0  # masked vision modelling: VQ code of masked patches (+ their pixels)
+    mvm_pixel: float = 1.0  # MVM's pixel regression, a multiple of mvm (configs/objectives/all.yaml)
+    mam: float = 1.0  # masked audio modelling: contrast among masked mel patches (+ their regression)
+    mam_regression: float = 1.0  # MAM's mel regression, a multiple of mam (configs/objectives/all.yaml)
     text_denoise: float = 1.0  # text decoder rebuilds the caption from fused tokens (text masked)
     image_denoise: float = 1.0  # image decoder generates VQ codes (image masked)
     matching: float = 0.0  # tri-modal matching, OPT's five cases (off by default: configs/objectives/all.yaml)
@@ -77,7 +79,13 @@ class TaskConfig:
     name: str = "retrieval"  # retrieval | classification | vqa | captioning | speech_recognition | text_to_image
     steps: int = 50
     step_factors: dict[str, int] = field(
-        default_factory=lambda: {"text_to_image": 6, "captioning": 3}
+        default_factory=lambda: {
+            "text_to_image": 6,
+            "captioning": 3,
+            "retrieval": 6,
+            "speech_recognition": 6,
+            "classification": 6,
+        }
     )  # task -> multiple of steps
     batch_size: int = 32
     lr: float = 3e-4

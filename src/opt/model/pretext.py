@@ -44,9 +44,25 @@ class SpecialTokens:
     count: int  # ids below this are special tokens
 
 
+def loss_weights(o) -> dict:
+    """Loss name -> its weight: its objective's; MVM's pixel and MAM's regression parts also
+    carry their own factor (`mvm_pixel`, `mam_regression`), so either can go without the other."""
+    return {
+        "mlm_loss": o.mlm,
+        "mvm_code_loss": o.mvm,
+        "mvm_pixel_loss": o.mvm * o.mvm_pixel,
+        "mam_contrastive_loss": o.mam,
+        "mam_regression_loss": o.mam * o.mam_regression,
+        "text_denoise_loss": o.text_denoise,
+        "image_denoise_loss": o.image_denoise,
+        "contrastive_loss": o.contrastive,
+        "matching_loss": o.matching,
+    }
+
+
 def weighted_total(losses: dict, weights: dict) -> Tensor:
-    """Sum of each `*_loss` times the weight of its objective (the name's first word)."""
-    return sum(weights[name.split("_")[0]] * value for name, value in losses.items())
+    """Sum of each `*_loss` times its weight (`loss_weights`)."""
+    return sum(weights[name] * value for name, value in losses.items())
 
 
 def modalities_of(objectives) -> tuple:
@@ -215,14 +231,6 @@ def pretext_losses(model, batch: dict, o, special: SpecialTokens, g: masking.Dra
         **decoders(model, fused, batch, setup, o, special),
         **sample_level(model, clean, o, g),
     }
-    weights = {
-        "mlm": o.mlm,
-        "mvm": o.mvm,
-        "mam": o.mam,
-        "text": o.text_denoise,
-        "image": o.image_denoise,
-        "contrastive": o.contrastive,
-        "matching": o.matching,
-    }
-    losses = {k: v for k, v in losses.items() if weights[k.split("_")[0]] > 0}
+    weights = loss_weights(o)
+    losses = {k: v for k, v in losses.items() if weights[k] > 0}
     return {**losses, "loss": weighted_total(losses, weights)}
