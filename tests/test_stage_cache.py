@@ -4,9 +4,9 @@ import os
 import shutil
 
 from opt import stage_cache
-from opt.code_deps import code_digest, import_closure, stage_code, uncovered
+from opt.code_deps import code_digest, import_closure, stage_code
 from opt.config import PROJECT_ROOT, load_config
-from opt.stage_cache import _names, cache_key, dvc_stages, outputs_intact, record_run, resolve
+from opt.stage_cache import _names, cache_key, dvc_stages, outputs_intact, record_run, resolve, uncovered
 from opt.stages import STAGES
 
 
@@ -61,7 +61,7 @@ def test_outputs_intact_until_an_output_changes(tmp_path):
 
 def test_every_stage_depends_on_all_the_code_it_imports():
     """dvc.yaml's deps of each stage cover its import closure, so a code change reruns it
-    (`python -c "from opt.code_deps import print_uncovered; print_uncovered()"` lists gaps)."""
+    (`python -c "from opt.stage_cache import print_uncovered; print_uncovered()"` lists gaps)."""
     gaps = uncovered()
     assert not gaps, "dvc.yaml deps miss code the stage imports:\n" + "\n".join(
         f"  {name}: {' '.join(files)}" for name, files in gaps.items()

@@ -19,7 +19,7 @@ from opt.stages import run_stage
 from opt.tasks import get_task
 from opt.tasks.base import TaskContext, TaskObjective
 from opt.tasks.retrieval import PROMPT, PROMPT_FUSED, fused_query, prepare
-from opt.tasks.run import load_task_model
+from opt.tasks.run import load_task_model, task_steps
 
 UNDERSTANDING = ("retrieval", "classification", "vqa")
 
@@ -58,7 +58,8 @@ def check_metrics(name: str, metrics: dict) -> None:
 def test_finetune_stage_then_evaluate(pretrained_synth, name):
     root, overrides = pretrained_synth
     result = run_stage("finetune", overrides + [f"task={name}", "task.steps=3"])
-    assert result["step"] == 3
+    cfg = load_config(overrides + [f"task={name}", "task.steps=3"])
+    assert result["step"] == task_steps(cfg.task) == 3 * int(cfg.task.step_factors.get(name, 1))
     check_metrics(name, result["val"])
     assert (root / "models" / "finetune" / name / "model.safetensors").exists()
     context = context_of(pretrained_synth)

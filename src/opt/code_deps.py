@@ -9,7 +9,7 @@ that package). Only `opt.*` modules under `src/` are followed; files are parsed 
 imported. The CLI harness (`opt/cli.py`, `opt/stages.py`) is not a stage's code: it is neither
 listed nor followed; nor are Prefect's `flows/`, which only call stages. dvc.yaml's deps must cover
 this closure (tests/test_stage_cache.py checks it):
-`python -c "from opt.code_deps import print_uncovered; print_uncovered()"` lists what is not covered.
+`python -c "from opt.stage_cache import print_uncovered; print_uncovered()"` lists what is not covered.
 """
 
 from __future__ import annotations
@@ -122,29 +122,3 @@ def stage_code(stage: str, project: Path | None = None) -> list[str]:
 
     module = STAGES[stage.split("@")[0]][0].split(":")[0]
     return import_closure(module, project)
-
-
-def covered(file: str, deps: list[str]) -> bool:
-    """A dep covers the file itself or any file under it (`src/opt/model` covers its modules)."""
-    return any(file == dep or file.startswith(dep.rstrip("/") + "/") for dep in deps)
-
-
-def uncovered(project: Path | None = None) -> dict[str, list[str]]:
-    """dvc.yaml stage -> files its code imports that none of its deps cover (empty lists omitted)."""
-    from opt.stage_cache import _names, dvc_stages
-
-    project = project or _project()
-    out = {}
-    for name, stage in dvc_stages(project).items():
-        deps = [dep for dep, _ in _names(stage.get("deps"))]
-        missing = [file for file in stage_code(name, project) if not covered(file, deps)]
-        if missing:
-            out[name] = missing
-    return out
-
-
-def print_uncovered(project: Path | None = None) -> None:
-    gaps = uncovered(project)
-    for name, files in gaps.items():
-        print(f"{name}: {' '.join(files)}")
-    print("every stage's code is covered by its dvc.yaml deps" if not gaps else f"{len(gaps)} stage(s) miss code deps")

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
+from opt.code_deps import stage_code
 from opt.config import PROJECT_ROOT, PathsConfig, path, root_dir
 from opt.files import sha256_file
 
@@ -151,3 +152,27 @@ def outputs_intact(name: str, cfg) -> bool:
     if stage_id(name, cfg) not in dvc_stages() or not record.exists():
         return False
     return json.loads(record.read_text())["outputs"] == outputs_digest(name, cfg)
+
+
+def covered(file: str, deps: list[str]) -> bool:
+    """A dep covers the file itself or any file under it (`src/opt/model` covers its modules)."""
+    return any(file == dep or file.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
+def uncovered(project: Path | None = None) -> dict[str, list[str]]:
+    """dvc.yaml stage -> files its code imports that none of its deps cover (empty lists omitted)."""
+    project = project or PROJECT_ROOT
+    out = {}
+    for name, stage in dvc_stages(project).items():
+        deps = [dep for dep, _ in _names(stage.get("deps"))]
+        missing = [file for file in stage_code(name, project) if not covered(file, deps)]
+        if missing:
+            out[name] = missing
+    return out
+
+
+def print_uncovered(project: Path | None = None) -> None:
+    gaps = uncovered(project)
+    for name, files in gaps.items():
+        print(f"{name}: {' '.join(files)}")
+    print("every stage's code is covered by its dvc.yaml deps" if not gaps else f"{len(gaps)} stage(s) miss code deps")
