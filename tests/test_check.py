@@ -25,9 +25,12 @@ REFERENCE = {
 }
 
 
-def write_run(root, r1=0.22, wer=0.45, blind_r1=0.01, blind_wer=0.7, losses=(10.5, 9.8, 8.2, 7.6), n=100, seed=0):
+def write_run(
+    root, r1=0.22, wer=0.45, blind_r1=0.01, blind_wer=0.7, losses=(10.5, 9.8, 8.2, 7.6), n=100, seed=0, precision="bf16"
+):
     (root / "metrics").mkdir(parents=True)
     (root / "runs").mkdir()
+    (root / "metrics" / "pretrain.json").write_text(json.dumps({"precision": precision}))
     eval_json = {
         "retrieval": {"test": {"text_to_image/R@1": r1, "blind": {"text_to_image/R@1": blind_r1}}},
         "speech_recognition": {"test": {"wer": wer, "blind": {"wer": blind_wer}}},
@@ -85,7 +88,7 @@ def test_a_missing_metric_or_blind_baseline_fails(tmp_path):
 
 def test_cli_exit_code_follows_the_checks_and_names_blind_metrics(tmp_path):
     reference = tmp_path / "reference.yaml"
-    reference.write_text(yaml.safe_dump(REFERENCE))
+    reference.write_text(yaml.safe_dump({**REFERENCE, "runs": {"seed 0": {"precision": "bf16"}}}))
 
     def opt_check(root):
         return subprocess.run(
@@ -99,7 +102,12 @@ def test_cli_exit_code_follows_the_checks_and_names_blind_metrics(tmp_path):
     write_run(tmp_path / "blind", r1=0.2, blind_r1=0.19)
     good, drifted, blind = opt_check(tmp_path / "good"), opt_check(tmp_path / "drifted"), opt_check(tmp_path / "blind")
     absent = opt_check(tmp_path / "none")
+    write_run(tmp_path / "fp32", precision="fp32")
+    fp32 = opt_check(tmp_path / "fp32")
     assert good.returncode == 0 and "8 of 8 checks within the reference" in good.stdout
+    assert "note: this run pre-trained in" not in good.stdout
+    # another precision (trainer.precision=auto on another machine) is named, and judged by its numbers
+    assert fp32.returncode == 0 and "pre-trained in fp32, the reference's runs in bf16" in fp32.stdout
     assert drifted.returncode == 1 and "OUTSIDE" in drifted.stdout
     assert blind.returncode == 1 and "at their blind baseline" in blind.stdout and "text_to_image/R@1" in blind.stdout
     assert absent.returncode == 1 and "run the pipeline" in absent.stderr
@@ -114,6 +122,7 @@ def write_full_run(root, cfg, seed: int, r1: float) -> None:
         eval_json.setdefault(task, {}).setdefault(split, {}).update({metric: value, "blind": {metric: 0.1}})
     (root / "metrics").mkdir(parents=True)
     (root / "metrics" / "eval.json").write_text(json.dumps(eval_json))
+    (root / "metrics" / "pretrain.json").write_text(json.dumps({"precision": "fp32"}))
     rows = ["step,loss"] + [f"{i},{30 - i / 25}" for i in range(1, cfg.trainer.max_steps + 1)]
     (root / "metrics" / "pretrain_losses.csv").write_text("\n".join(rows) + "\n")
     saved = OmegaConf.to_container(cfg)
@@ -138,6 +147,7 @@ def test_write_reference_from_two_seeds(tmp_path):
     r1 = reference["metrics"]["eval.json: retrieval.test.text_to_image/R@1"]
     assert r1["expected"] == pytest.approx(0.22) and r1["tolerance"] == pytest.approx(3 * 0.04 / 2**0.5, abs=1e-4)
     assert r1["above_blind"] > 0 and set(reference["runs"]) == {"seed 0", "seed 1"}
+    assert reference["runs"]["seed 0"]["precision"] == "fp32"  # what trainer.precision resolved to
     assert list(reference["loss_curve"]) == list(loss_windows(cfg.trainer.max_steps))
     assert "above_blind" not in reference["metrics"]["eval.json: text_to_image.test.frechet_distance"]
     written = OmegaConf.to_container(OmegaConf.load(tmp_path / "ref.yaml"))

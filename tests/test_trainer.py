@@ -16,6 +16,7 @@ from trainer_fixtures import (
 
 from opt.servers import free_port
 from opt.train import checkpoint as ckpt
+from opt.train import distributed
 from opt.train.schedule import lr_factor
 from opt.train.trainer import Trainer, build_optimizer
 
@@ -100,6 +101,34 @@ def test_bf16_autocast_step_runs_and_keeps_fp32_weights(tmp_path):
     result = trainer.fit()
     assert result["step"] == 2 and torch.isfinite(torch.tensor(result["final"]["loss"]))
     assert all(p.dtype == torch.float32 for p in trainer.objective.parameters())
+
+
+@pytest.mark.parametrize("native, chosen", [(False, "fp32"), (True, "bf16")])
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(tmp_path, monkeypatch, native, chosen):
+    monkeypatch.setattr(distributed, "native_bf16", lambda device: native)
+    trainer = Trainer(objective(), in_memory_dataset(), trainer_config(max_steps=1, precision="auto"), tmp_path)
+    with trainer.autocast():
+        product = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert product.dtype == {"fp32": torch.float32, "bf16": torch.bfloat16}[chosen]
+    assert trainer.fit()["precision"] == chosen  # recorded in metrics/pretrain.json and finetune_*.json
+
+
+def test_bf16_without_native_support_warns_and_an_unknown_precision_is_refused(monkeypatch):
+    monkeypatch.setattr(distributed, "native_bf16", lambda device: False)
+    with pytest.warns(UserWarning, match="emulated"):
+        assert distributed.pick_precision("bf16", torch.device("cpu")) == "bf16"
+    with pytest.raises(ValueError, match="auto, bf16 or fp32"):
+        distributed.pick_precision("fp16", torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    "capabilities, native",
+    [({"avx2": True, "avx512_bf16": False}, False), ({"avx512_bf16": True}, True), ({"amx_bf16": True}, True)],
+)
+def test_native_bf16_on_x86_reads_the_cpu_capabilities(monkeypatch, capabilities, native):
+    monkeypatch.setattr(distributed.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert distributed.native_bf16(torch.device("cpu")) is native
 
 
 def test_fresh_heads_learn_at_their_factor_of_the_learning_rate():

@@ -6,7 +6,8 @@ checked against the run's saved runs/evaluate.yaml; (2) `metrics`: dotted paths 
 metrics/, each with `expected`, `tolerance` and, for eval.json metrics, `above_blind`: the margin
 by which the run must beat the same metric's blind baseline (eval.json's task.split.blind.metric;
 "beat" is "lower" for lower_is_better metrics); (3) `loss_curve`: the mean pre-training loss over
-step windows; (4) `runs`: the measured values the tolerances were made from (`write_reference`).
+step windows; (4) `runs`: the measured values the tolerances were made from (`write_reference`),
+with the precision each pre-trained in (a run in another one gets a note, not a failure).
 """
 
 from __future__ import annotations
@@ -200,6 +201,13 @@ def check(cfg, reference_file: Path = DEFAULT_REFERENCE) -> list[Result]:
     at_blind = [r.name.split(" ")[0] for r in bad if r.rule in ("at_least", "at_most")]
     if at_blind:
         print(f"at their blind baseline (no better than a model that ignores its input): {', '.join(at_blind)}")
+    made_in = {run.get("precision") for run in (reference.get("runs") or {}).values()} - {None}
+    ran_in = (read_json(path(cfg, "metrics") / "pretrain.json") or {}).get("precision")
+    if made_in and ran_in not in made_in:
+        print(
+            f"note: this run pre-trained in {ran_in}, the reference's runs in {', '.join(sorted(made_in))} "
+            "(trainer.precision=auto follows the machine): its numbers may drift by more than seed noise"
+        )
     return results
 
 
@@ -217,6 +225,7 @@ def measured(root: Path, max_steps: int) -> dict:
     return {
         "metrics": {m: metric_value(results, m) for m in HEADLINE_PATHS},
         "loss_curve": {w: mean_loss(rows, w) for w in loss_windows(max_steps)},
+        "precision": (read_json(root / "metrics" / "pretrain.json") or {}).get("precision"),
     }
 
 

@@ -112,7 +112,7 @@ class TrainerConfig:
     warmup_steps: int = 25
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
-    precision: str = "bf16"  # fp32 | bf16 (autocast; attention kept in fp32 on CPU)
+    precision: str = "auto"  # auto (bf16 where the device computes it natively, else fp32) | fp32 | bf16
     compile: bool = False
     device: str = "cpu"  # cpu | cuda | auto
     seed: int = 0

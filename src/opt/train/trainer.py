@@ -1,7 +1,7 @@
 """The training loop shared by the image tokenizer and OPT pre-training (and fine-tuning).
 
 `Trainer(objective, dataset, trainer_cfg, run_dir).fit()` runs AdamW with warmup + cosine
-decay, gradient accumulation and clipping, bf16 autocast, optional torch.compile, DDP under
+decay, gradient accumulation and clipping, bf16 autocast where the device has it, optional torch.compile, DDP under
 torchrun, atomic checkpoints and exact resume. `objective` is an nn.Module whose forward
 (batch, draw) returns a dict of `*_loss` tensors plus `loss`, and whose `.model` is saved.
 Per-step losses go to `<run_dir>/losses.csv`, the summary to `<run_dir>/metrics.json`.
@@ -26,7 +26,7 @@ from tqdm import tqdm
 from opt.model.layers import Block
 from opt.model.masking import Draw
 from opt.train import checkpoint as ckpt
-from opt.train.distributed import World, barrier, init_world, pick_device
+from opt.train.distributed import World, barrier, init_world, pick_device, pick_precision
 from opt.train.sampling import BatchOrder
 from opt.train.schedule import lr_factor
 from opt.train.seeding import seed_everything
@@ -86,10 +86,13 @@ class Trainer:
         if tcfg.threads:
             torch.set_num_threads(tcfg.threads)
         self.device = pick_device(tcfg.device)
+        self.precision = pick_precision(tcfg.precision, self.device)  # auto -> bf16 | fp32
         self.world: World = init_world(self.device)
         seed_everything(tcfg.seed, tcfg.deterministic)
         self.objective = objective.to(self.device)
-        self.optimizer = build_optimizer(self.objective, tcfg.lr, tcfg.weight_decay, tcfg.get("head_lr_factor", 1.0))
+        self.optimizer = build_optimizer(
+            self.objective, tcfg.lr, tcfg.weight_decay, getattr(tcfg, "head_lr_factor", 1.0)
+        )
         factor = lambda s: lr_factor(s, tcfg.warmup_steps, tcfg.max_steps, tcfg.min_lr_ratio)  # noqa: E731
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         global_batch = tcfg.batch_size * self.world.size
@@ -167,7 +170,7 @@ class Trainer:
         return to_device(self.collate([self.dataset[i] for i in self.order.next_indices()]), self.device)
 
     def autocast(self):
-        enabled = self.tcfg.precision == "bf16"
+        enabled = self.precision == "bf16"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def accumulate_gradients(self) -> tuple[dict, float]:
@@ -259,6 +262,7 @@ class Trainer:
             "samples_per_s": samples * timing["steps"] / timing["step"] if timing["step"] else 0.0,
             "data_fraction": data_fraction,
             "world_size": self.world.size,
+            "precision": self.precision,
         }
         if self.world.main:
             (self.run_dir / "metrics.json").write_text(json.dumps(result, indent=1, sort_keys=True))
