@@ -1,10 +1,11 @@
 """Where a pre-training step's FLOPs go, on real batches of a run's prepared data.
 
-The same forward + backward as `opt pretrain` (`pretext_losses` under bf16 autocast), on the
+The same forward + backward as `opt pretrain` (`pretext_losses`, under bf16 autocast where
+`trainer.precision` resolves to bf16 on this CPU, as the Trainer decides, else fp32), on the
 first batches of the trainer's order over the run's train split, with the run's config. Prints
 FLOPs per step and seconds per step for the full objective, then the marginal cost of each
 objective (the full step minus the step with that objective's weight at 0), beside the
-machine's measured bf16 matmul peak. Needs a run with prepared data and VQ codes:
+machine's measured matmul peak in that precision. Needs a run with prepared data and VQ codes:
 
     python benchmarks/pretrain_flops.py --root /tmp/run                      # the default config
     python benchmarks/pretrain_flops.py --root /tmp/run trainer.length_buckets=16 objectives.matching_share=1
@@ -29,6 +30,7 @@ from opt.artifacts import load_tokenizer, training_split  # noqa: E402
 from opt.config import load_config  # noqa: E402
 from opt.model.masking import Draw  # noqa: E402
 from opt.model.pretext import pretext_losses  # noqa: E402
+from opt.train.distributed import pick_precision  # noqa: E402
 from opt.train.pretrain import build_model, special_tokens  # noqa: E402
 from opt.train.sampling import BatchOrder  # noqa: E402
 
@@ -52,8 +54,10 @@ def measure(cfg, batches: list[dict]) -> tuple[float, float]:
     model, special = build_model(cfg), special_tokens(load_tokenizer(cfg))
     draw = Draw(torch.Generator().manual_seed(cfg.trainer.seed + 1))
 
+    bf16 = pick_precision(cfg.trainer.precision, torch.device("cpu")) == "bf16"  # as the Trainer decides
+
     def step(batch: dict) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             losses = pretext_losses(model, batch, cfg.objectives, special, draw)
         losses["loss"].backward()
 
@@ -74,11 +78,13 @@ def main() -> None:
     base = [f"paths.root={args.root}", *args.overrides]
     cfg = load_config(base)
     batches = real_batches(cfg, args.batches)
-    peak = peak_matmul_flops(torch.device("cpu"), torch.bfloat16, 1024)
+    precision = pick_precision(cfg.trainer.precision, torch.device("cpu"))
+    peak = peak_matmul_flops(torch.device("cpu"), {"bf16": torch.bfloat16, "fp32": torch.float32}[precision], 1024)
     full, seconds = measure(cfg, batches)
     print(
         f"config overrides: {' '.join(args.overrides) or '(defaults)'}; batch {cfg.trainer.batch_size}, "
-        f"{torch.get_num_threads()} threads; bf16 matmul peak {peak / 1e9:.0f} GFLOP/s\n"
+        f"{torch.get_num_threads()} threads; {precision} (trainer.precision={cfg.trainer.precision}), "
+        f"{precision} matmul peak {peak / 1e9:.0f} GFLOP/s\n"
     )
     print("| step | GFLOP/step | s/step | samples/s | GFLOP/s |\n|---|---:|---:|---:|---:|")
     b = cfg.trainer.batch_size
