@@ -19,6 +19,8 @@ from collections.abc import Callable
 import torch
 from torch.utils import flop_counter as fc
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # trainer.precision -> matmul dtype
+
 aten = torch.ops.aten
 
 

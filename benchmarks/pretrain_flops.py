@@ -24,7 +24,7 @@ from torch.utils.data import default_collate
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
 
-from flops import count_flops, peak_matmul_flops  # noqa: E402
+from flops import DTYPES, count_flops, peak_matmul_flops  # noqa: E402
 
 from opt.artifacts import load_tokenizer, training_split  # noqa: E402
 from opt.config import load_config  # noqa: E402
@@ -49,15 +49,13 @@ def real_batches(cfg, count: int) -> list[dict]:
     return out
 
 
-def measure(cfg, batches: list[dict]) -> tuple[float, float]:
-    """(mean FLOPs per step, mean seconds per step) of forward + backward over `batches`."""
+def measure(cfg, batches: list[dict], precision: str) -> tuple[float, float]:
+    """(mean FLOPs per step, mean seconds per step) of forward + backward over `batches` in `precision`."""
     model, special = build_model(cfg), special_tokens(load_tokenizer(cfg))
     draw = Draw(torch.Generator().manual_seed(cfg.trainer.seed + 1))
 
-    bf16 = pick_precision(cfg.trainer.precision, torch.device("cpu")) == "bf16"  # as the Trainer decides
-
     def step(batch: dict) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             losses = pretext_losses(model, batch, cfg.objectives, special, draw)
         losses["loss"].backward()
 
@@ -78,9 +76,9 @@ def main() -> None:
     base = [f"paths.root={args.root}", *args.overrides]
     cfg = load_config(base)
     batches = real_batches(cfg, args.batches)
-    precision = pick_precision(cfg.trainer.precision, torch.device("cpu"))
-    peak = peak_matmul_flops(torch.device("cpu"), {"bf16": torch.bfloat16, "fp32": torch.float32}[precision], 1024)
-    full, seconds = measure(cfg, batches)
+    precision = pick_precision(cfg.trainer.precision, torch.device("cpu"))  # as the Trainer decides
+    peak = peak_matmul_flops(torch.device("cpu"), DTYPES[precision], 1024)
+    full, seconds = measure(cfg, batches, precision)
     print(
         f"config overrides: {' '.join(args.overrides) or '(defaults)'}; batch {cfg.trainer.batch_size}, "
         f"{torch.get_num_threads()} threads; {precision} (trainer.precision={cfg.trainer.precision}), "
@@ -92,7 +90,7 @@ def main() -> None:
     for name in OBJECTIVES:
         if not getattr(cfg.objectives, name):
             continue
-        without, s = measure(load_config([*base, f"objectives.{name}=0"]), batches)
+        without, s = measure(load_config([*base, f"objectives.{name}=0"]), batches, precision)
         print(
             f"| without {name} | {without / 1e9:.1f} (-{(full - without) / 1e9:.1f}) | {s:.2f} | {b / s:.1f} | "
             f"{without / s / 1e9:.0f} |"

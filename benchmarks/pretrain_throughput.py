@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
 
-from flops import count_flops, peak_matmul_flops, time_call  # noqa: E402
+from flops import DTYPES, count_flops, peak_matmul_flops, time_call  # noqa: E402
 
 from opt.config import load_config  # noqa: E402
 from opt.data.text import MASK, PAD, SPECIAL_IDS  # noqa: E402
@@ -43,7 +43,6 @@ from opt.train.trainer import Trainer  # noqa: E402
 
 DIMS = Dims(vocab_size=1000, image_size=64, n_mels=64, codebook_size=256)
 TEXT_LEN, MEL_FRAMES = 64, 1200
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def model_config(size: str) -> ModelConfig:

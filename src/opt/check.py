@@ -124,6 +124,11 @@ def read_json(file: Path) -> dict | None:
     return json.loads(file.read_text()) if file.exists() else None
 
 
+def pretrain_precision(metrics_dir: Path) -> str | None:
+    """The precision pre-training ran in (trainer.precision resolved), from metrics/pretrain.json."""
+    return (read_json(metrics_dir / "pretrain.json") or {}).get("precision")
+
+
 def metric_checks(spec: str, expectation: dict, files: dict, metrics_dir: Path) -> list[Result]:
     """The tolerance check of one reference metric and, with `above_blind`, its blind check."""
     name, dotted = (s.strip() for s in spec.split(":", 1))
@@ -202,7 +207,7 @@ def check(cfg, reference_file: Path = DEFAULT_REFERENCE) -> list[Result]:
     if at_blind:
         print(f"at their blind baseline (no better than a model that ignores its input): {', '.join(at_blind)}")
     made_in = {run.get("precision") for run in (reference.get("runs") or {}).values()} - {None}
-    ran_in = (read_json(path(cfg, "metrics") / "pretrain.json") or {}).get("precision")
+    ran_in = pretrain_precision(path(cfg, "metrics"))
     if made_in and ran_in not in made_in:
         print(
             f"note: this run pre-trained in {ran_in}, the reference's runs in {', '.join(sorted(made_in))} "
@@ -225,7 +230,7 @@ def measured(root: Path, max_steps: int) -> dict:
     return {
         "metrics": {m: metric_value(results, m) for m in HEADLINE_PATHS},
         "loss_curve": {w: mean_loss(rows, w) for w in loss_windows(max_steps)},
-        "precision": (read_json(root / "metrics" / "pretrain.json") or {}).get("precision"),
+        "precision": pretrain_precision(root / "metrics"),
     }
 
 
