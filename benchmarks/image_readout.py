@@ -4,7 +4,8 @@ Trains the `small` image encoder from scratch plus one linear layer, supervised 
 each of the 8 shapes and 8 colours present or not), on a run's prepared train images, then
 reports macro average precision on its test images. The readout is the encoder's CLS or the max
 (or mean) over its patch tokens: `model.image_pool` chose "max" from this measurement (README:
-The model). Needs a run with prepared data of the built-in scenes:
+The model). Precision follows `trainer.precision` as in training (bf16 autocast only where the CPU computes
+bf16 natively). Needs a run with prepared data of the built-in scenes:
 
     python benchmarks/image_readout.py --root /tmp/run --pool cls max --seeds 0 1 --steps 300
 """
@@ -31,6 +32,7 @@ from opt.data.scenes import COLORS, SHAPES  # noqa: E402
 from opt.data.shards import read_records  # noqa: E402
 from opt.model.encoders import ImageEncoder  # noqa: E402
 from opt.probe import load_images  # noqa: E402
+from opt.train.distributed import pick_precision  # noqa: E402
 
 LABELS = [f"shape={s}" for s in SHAPES] + [f"color={c}" for c in COLORS]  # opt.data.manifest labels
 READOUTS = {
@@ -48,6 +50,7 @@ def load_split(prepared: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run(cfg, data: dict, pool: str, seed: int, steps: int, batch: int, lr: float) -> dict:
+    bf16 = pick_precision(cfg.trainer.precision, torch.device("cpu")) == "bf16"  # as the Trainer decides
     (train_x, train_y), (test_x, test_y) = data["train"], data["test"]
     torch.manual_seed(seed)
     encoder = ImageEncoder(cfg.model, train_x.shape[-1])
@@ -58,14 +61,14 @@ def run(cfg, data: dict, pool: str, seed: int, steps: int, batch: int, lr: float
     start = time.perf_counter()
     for _ in range(steps):
         idx = torch.randint(len(train_x), (batch,), generator=g)
-        with torch.autocast("cpu", torch.bfloat16):
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             logits = head(readout(encoder(train_x[idx]).tokens)).float()
         loss = nn.functional.binary_cross_entropy_with_logits(logits, train_y[idx])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     seconds = time.perf_counter() - start
-    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
         scores = torch.cat(
             [head(readout(encoder(test_x[i : i + 64]).tokens)).float() for i in range(0, len(test_x), 64)]
         )

@@ -2,8 +2,9 @@
 
 From scratch by default; `trainer.init_from=PATH` starts from saved weights instead.
 Needs the prepared data and the VQ codes (`opt image_tokenizer`). Writes checkpoints under
-checkpoints/pretrain/, the pre-trained model (opt.artifacts: models/pretrain/), per-step losses to metrics/pretrain_losses.csv and the summary (with
-zero-shot text->image retrieval on the test split) to metrics/pretrain.json.
+checkpoints/pretrain/, the pre-trained model (opt.artifacts: models/pretrain/), per-step losses to
+metrics/pretrain_losses.csv and the summary (with zero-shot retrieval and word grounding,
+opt.train.grounding, on the test split) to metrics/pretrain.json.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from opt.model.opt import OPT, Dims
 from opt.model.pretext import SpecialTokens, pretext_losses
 from opt.train.checkpoint import load_weights
 from opt.train.floors import pretrain_report
+from opt.train.grounding import word_grounding
 from opt.train.seeding import seed_everything
 from opt.train.trainer import Trainer, fingerprint
 from opt.train.zero_shot import zero_shot_retrieval
@@ -72,7 +74,8 @@ def special_tokens(tokenizer: CaptionTokenizer) -> SpecialTokens:
 def pretrain(cfg, stop_at: int | None = None) -> dict:
     require(codes_file(cfg, "train"), "VQ codes (MVM targets, image decoder)", "opt image_tokenizer")
     model = build_model(cfg)
-    special = special_tokens(load_tokenizer(cfg))
+    tokenizer = load_tokenizer(cfg)
+    special = special_tokens(tokenizer)
     run_dir = path(cfg, "checkpoints") / "pretrain"
     trainer = Trainer(
         PretrainObjective(model, cfg.objectives, special),
@@ -90,7 +93,9 @@ def pretrain(cfg, stop_at: int | None = None) -> dict:
     if not trainer.world.main or trainer.step < cfg.trainer.max_steps:
         return result
     save_pretrained(cfg, model)
-    result["zero_shot"] = zero_shot_retrieval(model, training_split(cfg, "test"), trainer.device)
+    test = training_split(cfg, "test")
+    result["zero_shot"] = zero_shot_retrieval(model, test, trainer.device)
+    result["grounding"] = word_grounding(model, test, tokenizer, trainer.device)
     write_metrics(cfg, "pretrain", result)
     if (run_dir / "losses.csv").exists():  # absent after 0 steps (the no-pre-training baseline)
         shutil.copy(run_dir / "losses.csv", path(cfg, "metrics") / "pretrain_losses.csv")
@@ -104,4 +109,9 @@ def pretrain(cfg, stop_at: int | None = None) -> dict:
         f"pretrain: {result['step']} steps, final loss {result['final'].get('loss', float('nan')):.3f}, "
         f"zero-shot text->image R@1 {result['zero_shot']['text_to_image']['R@1']:.3f}"
     )
+    for group, acc in result["grounding"].items():
+        print(
+            f"pretrain: masked {group} words picked with the image {acc['image']:.3f}, the audio {acc['audio']:.3f}, "
+            f"neither {acc['none']:.3f} (chance {acc['chance']:.3f}; opt.train.grounding)"
+        )
     return result
