@@ -49,8 +49,7 @@ def load_split(prepared: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return load_images(ds).float() / 255, torch.from_numpy(labels).float()
 
 
-def run(cfg, data: dict, pool: str, seed: int, steps: int, batch: int, lr: float) -> dict:
-    bf16 = pick_precision(cfg.trainer.precision, torch.device("cpu")) == "bf16"  # as the Trainer decides
+def run(data: dict, cfg, pool: str, seed: int, steps: int, batch: int, lr: float, bf16: bool) -> dict:
     (train_x, train_y), (test_x, test_y) = data["train"], data["test"]
     torch.manual_seed(seed)
     encoder = ImageEncoder(cfg.model, train_x.shape[-1])
@@ -93,10 +92,14 @@ def main() -> None:
     cfg = load_config([f"paths.root={args.root}", *args.overrides])
     prepared = prepared_dir(cfg)
     data = {split: load_split(prepared, split) for split in ("train", "test")}
-    print(f"{len(data['train'][0])} train / {len(data['test'][0])} test images, {args.steps} steps of {args.batch}")
+    precision = pick_precision(cfg.trainer.precision, torch.device("cpu"))  # as the Trainer decides
+    print(
+        f"{len(data['train'][0])} train / {len(data['test'][0])} test images, {args.steps} steps of {args.batch}, "
+        f"{precision}"
+    )
     for pool in args.pool:
         for seed in args.seeds:
-            r = run(cfg, data, pool, seed, args.steps, args.batch, args.lr)
+            r = run(data, cfg, pool, seed, args.steps, args.batch, args.lr, precision == "bf16")
             print(
                 f"readout {pool:4s} seed {seed}: shape mAP {r['shape_mAP']:.3f}  colour mAP {r['colour_mAP']:.3f}"
                 f"  ({r['ms_per_step']:.0f} ms/step)"

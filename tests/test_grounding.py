@@ -1,15 +1,20 @@
-"""Word grounding (opt.train.grounding): the scoring rule, and the pre-training stage's report."""
+"""Word grounding (opt.train.grounding): the scoring rule, its alignment with MLM pre-training,
+and the pre-training stage's report."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from opt.artifacts import load_pretrained, load_tokenizer, training_split
 from opt.config import load_config
 from opt.data.splits import batches
-from opt.train.grounding import CONTEXTS, group_hits, main, single_token_ids, word_grounding
+from opt.model.encoders import Modality
+from opt.model.masking import IGNORE
+from opt.model.objectives import mlm_loss
+from opt.train.grounding import CONTEXTS, group_hits, main, masked_word_logits, word_grounding, word_sets
 
 GROUP = torch.tensor([3, 5, 7])
 
@@ -24,6 +29,30 @@ def test_group_hits_needs_the_true_word_strictly_above_the_rest_of_its_group():
     outside = right.clone()
     outside[:, 0] = 9.0  # a higher logit outside the group does not count against the pick
     assert group_hits(outside, labels, GROUP).all()
+    with pytest.raises(ValueError, match="non-finite"):
+        group_hits(right.masked_fill(right > 0, float("nan")), labels, GROUP)
+
+
+def test_masked_words_are_scored_where_mlm_pretraining_scores_them(pretrained_synth):
+    """Cross-entropy of the grounding logits equals `mlm_loss` on the same masked caption: the
+    same positions, the same fused tokens, the same head."""
+    cfg = load_config(pretrained_synth[1])
+    model, tokenizer, test = load_pretrained(cfg).eval(), load_tokenizer(cfg), training_split(cfg, "test")
+    ids = torch.cat(word_sets(test.records(), tokenizer)["colour"])
+    batch = next(iter(batches(test, 16)))
+    target = torch.isin(batch["tokens"], ids)
+    assert target.any()
+    masked = {**batch, "tokens": batch["tokens"].masked_fill(target, tokenizer.mask_id)}
+    with torch.no_grad():
+        text = model.encode(masked, (Modality.TEXT,))
+        image = model.encode(batch, (Modality.IMAGE,))
+        logits = masked_word_logits(model, text, image, target)
+        fused = model.fuse({**text, **image})
+        expected = mlm_loss(
+            model, fused.tokens[:, fused.spans[Modality.TEXT]], batch["tokens"].masked_fill(~target, IGNORE)
+        )
+    got = torch.nn.functional.cross_entropy(logits, batch["tokens"][target])
+    assert torch.allclose(got, expected, atol=1e-5)
 
 
 def test_pretraining_reports_grounding_of_every_masked_attribute_word(pretrained_synth, capsys):
@@ -33,14 +62,23 @@ def test_pretraining_reports_grounding_of_every_masked_attribute_word(pretrained
     test, tokenizer = training_split(cfg, "test"), load_tokenizer(cfg)
     assert reported and set(reported) <= {"colour", "shape"}
     tokens = torch.cat([batch["tokens"] for batch in batches(test, 64)])
+    sets = word_sets(test.records(), tokenizer)
     for group, scores in reported.items():
-        words = {o[{"colour": "color", "shape": "shape"}[group]] for r in test.records() for o in r["objects"]}
-        ids = single_token_ids(tokenizer, sorted(words))
-        assert scores["words"] == int(torch.isin(tokens, torch.tensor(ids)).sum()) > 0
+        assert scores["words"] == int(torch.isin(tokens, torch.cat(sets[group])).sum()) > 0
         assert set(scores) == {*CONTEXTS, "chance", "words"}
         assert all(0.0 <= scores[c] <= 1.0 for c in CONTEXTS) and 0 < scores["chance"] <= 0.5
     main(["--split", "test", *overrides])  # python -m opt.train.grounding, on the saved model
     assert json.loads(capsys.readouterr().out) == reported
+
+
+def test_shape_words_include_plurals_and_audio_contexts_follow_the_model(pretrained_synth):
+    cfg = load_config(pretrained_synth[1])
+    model, tokenizer, test = load_pretrained(cfg), load_tokenizer(cfg), training_split(cfg, "test")
+    decoded = [tokenizer.decode([int(i)]).strip() for ids in word_sets(test.records(), tokenizer)["shape"] for i in ids]
+    shapes = {o["shape"] for r in test.records() for o in r["objects"]}
+    assert shapes & set(decoded) and {w for w in decoded if w not in shapes}  # singulars and plurals
+    without_audio = word_grounding(model, test, tokenizer, torch.device("cpu"), with_audio=False)
+    assert all(set(s) == {"image", "none", "chance", "words"} for s in without_audio.values())
 
 
 def test_no_grounding_without_ground_truth_objects(pretrained_synth):

@@ -1,14 +1,15 @@
 """Word grounding: does the cross-modal encoder read attribute words from the image?
 
-Every colour word (then every shape word) of each caption is replaced by [MASK]; the caption is
-fused with the image only, the audio only, both, or neither; and the MLM head picks, at each
-masked position, among the scene vocabulary's colour (shape) words. Accuracy stands beside
-chance (1 / words in the group): a fusion that reads the image scores clearly above `none`
-with `image`, and a fusion that reads the narration (the caption spoken) above it with `audio`.
-A tie with the true word counts as wrong, so a constant head scores 0.
+Every colour word (then every shape word, singular or plural) of each caption is replaced by
+[MASK]; the caption is fused with the image only, the audio only, both, or neither; and the MLM
+head picks, at each masked position, among the words of its kind: the scene vocabulary's colours,
+its shapes, or their plurals. Accuracy stands beside chance (1 / words to pick from): a fusion that
+reads the image scores clearly above `none` with `image`, and one that reads the narration (the
+caption spoken) above it with `audio`. A tie with the true word counts as wrong, so a constant
+head scores 0.
 
-Needs records with ground-truth objects (the built-in data); words the caption tokenizer
-splits into several tokens are left out of their group.
+Needs records with ground-truth objects (the built-in data); words the caption tokenizer splits
+into several tokens are left out.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from opt.data.grammar import pluralize
 from opt.data.questions import scene_vocab
 from opt.data.splits import batches
 from opt.model.encoders import Modality, trim_to_content
@@ -26,7 +28,6 @@ CONTEXTS = {
     "both": (Modality.IMAGE, Modality.AUDIO),
     "none": (),
 }
-GROUPS = {"colour": "colours", "shape": "shapes"}  # group -> its key in opt.data.questions.scene_vocab
 
 
 def single_token_ids(tokenizer, words: list[str]) -> list[int]:
@@ -37,45 +38,73 @@ def single_token_ids(tokenizer, words: list[str]) -> list[int]:
     return [int(row[1]) for row, n in zip(ids, counts) if n == 3]
 
 
+def word_sets(records: list[dict], tokenizer) -> dict[str, list[Tensor]]:
+    """group -> the id sets (each (G,), G >= 2) a masked word of that group is picked among."""
+    vocab = scene_vocab(records)
+    sets = {
+        "colour": [vocab["colours"]],
+        "shape": [vocab["shapes"], [pluralize(s) for s in vocab["shapes"]]],
+    }
+    out = {}
+    for group, word_lists in sets.items():
+        ids = [torch.tensor(single_token_ids(tokenizer, words)) for words in word_lists]
+        if ids := [i for i in ids if len(i) >= 2]:
+            out[group] = ids
+    return out
+
+
 def group_hits(logits: Tensor, labels: Tensor, group: Tensor) -> Tensor:
-    """(N,V) logits, (N,) true ids, (G,) the group's ids -> (N,) bool: the true word's logit is
-    strictly above every other word of the group."""
+    """(N,V) logits, (N,) true ids, (G,) the ids to pick among -> (N,) bool: the true word's logit
+    is strictly above every other word of the group."""
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("non-finite MLM logits: the model's outputs are not finite")
     scores = logits[:, group]  # (N,G)
     true = logits.gather(1, labels[:, None])  # (N,1)
     others = scores.masked_fill(group[None, :] == labels[:, None], float("-inf"))
     return true[:, 0] > others.amax(dim=1)
 
 
+def masked_word_logits(model, text: dict, context: dict, target: Tensor) -> Tensor:
+    """MLM logits (K,V) at the K positions `target` (B,L) of the text input, whose tokens are
+    already [MASK], fused with `context` (modality -> Encoded); as `mlm_loss` reads them."""
+    fused = model.fuse({**text, **context})
+    return model.heads["mlm"](fused.tokens[:, fused.spans[Modality.TEXT]][:, 1:][target]).float()
+
+
 @torch.no_grad()
-def word_grounding(model, dataset, tokenizer, device, batch_size: int = 64) -> dict:
-    """group -> {context: accuracy, "chance": 1/G, "words": masked words scored}; {} without
-    ground-truth objects (module docstring)."""
-    records = dataset.records()
-    if not all(r.get("objects") for r in records):
-        return {}
-    vocab = scene_vocab(records)
-    groups = {g: torch.tensor(single_token_ids(tokenizer, vocab[key])) for g, key in GROUPS.items()}
-    groups = {g: ids.to(device) for g, ids in groups.items() if len(ids) >= 2}
-    hits = {g: {c: [] for c in CONTEXTS} for g in groups}
+def word_grounding(model, dataset, tokenizer, device, with_audio: bool = True, batch_size: int = 64) -> dict:
+    """group -> {context: accuracy (None without words), "chance": mean 1/G, "words": masked words
+    scored}; {} without ground-truth objects (module docstring). `with_audio=False` (a model
+    pre-trained without audio) leaves out the contexts that hold audio."""
+    records = [r for r in dataset.records() if r.get("objects")]
+    sets = {g: [ids.to(device) for ids in s] for g, s in word_sets(records, tokenizer).items()} if records else {}
+    contexts = {c: m for c, m in CONTEXTS.items() if with_audio or Modality.AUDIO not in m}
+    hits = {g: {c: [] for c in contexts} for g in sets}
+    chance = {g: [] for g in sets}
     model.eval()
     pf, max_patches = model.cfg.audio_patch_frames, model.cfg.max_audio_patches
-    for batch in batches(dataset, batch_size):
+    for batch in batches(dataset, batch_size) if sets else ():
         batch = trim_to_content({k: v.to(device) for k, v in batch.items()}, pf, max_patches)
-        encoded = model.encode(batch, (Modality.IMAGE, Modality.AUDIO))
-        for g, ids in groups.items():
-            target = torch.isin(batch["tokens"], ids)  # (B,L)
-            text = model.encode(
-                {**batch, "tokens": batch["tokens"].masked_fill(target, tokenizer.mask_id)}, (Modality.TEXT,)
-            )
-            for context, modalities in CONTEXTS.items():
-                fused = model.fuse({**text, **{m: encoded[m] for m in modalities}})
-                logits = model.heads["mlm"](fused.tokens[:, fused.spans[Modality.TEXT]][:, 1:])  # (B,L,V)
-                hits[g][context].append(group_hits(logits[target].float(), batch["tokens"][target], ids).cpu())
+        encoded = model.encode(batch, (Modality.IMAGE, Modality.AUDIO) if with_audio else (Modality.IMAGE,))
+        for g, id_sets in sets.items():
+            target = torch.isin(batch["tokens"], torch.cat(id_sets))  # (B,L)
+            labels = batch["tokens"][target]  # (K,)
+            masked = batch["tokens"].masked_fill(target, tokenizer.mask_id)
+            text = model.encode({**batch, "tokens": masked}, (Modality.TEXT,))
+            for c, modalities in contexts.items():
+                logits = masked_word_logits(model, text, {m: encoded[m] for m in modalities}, target)
+                hit = torch.zeros_like(labels, dtype=torch.bool)
+                for ids in id_sets:
+                    own = torch.isin(labels, ids)
+                    hit[own] = group_hits(logits[own], labels[own], ids)
+                hits[g][c].append(hit.cpu())
+            chance[g] += [1 / len(ids) for ids in id_sets for _ in range(int(torch.isin(labels, ids).sum()))]
     out = {}
-    for g, ids in groups.items():
-        scored = {c: torch.cat(h) for c, h in hits[g].items()}
-        out[g] = {c: float(h.float().mean()) if len(h) else 0.0 for c, h in scored.items()}
-        out[g].update(chance=1 / len(ids), words=len(scored["none"]))
+    for g in sets:
+        scored = {c: torch.cat(h) if h else torch.zeros(0, dtype=torch.bool) for c, h in hits[g].items()}
+        n = len(chance[g])
+        out[g] = {c: float(h.float().mean()) if n else None for c, h in scored.items()}
+        out[g].update(chance=sum(chance[g]) / n if n else None, words=n)
     return out
 
 
@@ -92,8 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. paths.root=RUN")
     args = parser.parse_args(argv)
     cfg = load_config(args.overrides)
-    model, tokenizer = load_pretrained(cfg), load_tokenizer(cfg)
-    print(json.dumps(word_grounding(model, training_split(cfg, args.split), tokenizer, torch.device("cpu")), indent=1))
+    model, tokenizer, split = load_pretrained(cfg), load_tokenizer(cfg), training_split(cfg, args.split)
+    grounding = word_grounding(model, split, tokenizer, torch.device("cpu"), bool(cfg.objectives.use_audio))
+    print(json.dumps(grounding, indent=1))
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def pretrain(cfg, stop_at: int | None = None) -> dict:
     save_pretrained(cfg, model)
     test = training_split(cfg, "test")
     result["zero_shot"] = zero_shot_retrieval(model, test, trainer.device)
-    result["grounding"] = word_grounding(model, test, tokenizer, trainer.device)
+    result["grounding"] = word_grounding(model, test, tokenizer, trainer.device, bool(cfg.objectives.use_audio))
     write_metrics(cfg, "pretrain", result)
     if (run_dir / "losses.csv").exists():  # absent after 0 steps (the no-pre-training baseline)
         shutil.copy(run_dir / "losses.csv", path(cfg, "metrics") / "pretrain_losses.csv")
@@ -110,8 +110,6 @@ def pretrain(cfg, stop_at: int | None = None) -> dict:
         f"zero-shot text->image R@1 {result['zero_shot']['text_to_image']['R@1']:.3f}"
     )
     for group, acc in result["grounding"].items():
-        print(
-            f"pretrain: masked {group} words picked with the image {acc['image']:.3f}, the audio {acc['audio']:.3f}, "
-            f"neither {acc['none']:.3f} (chance {acc['chance']:.3f}; opt.train.grounding)"
-        )
+        scores = ", ".join(f"{c} {v:.3f}" for c, v in acc.items() if c != "words" and v is not None)
+        print(f"pretrain: masked {group} words picked with {scores} (opt.train.grounding)")
     return result
