@@ -34,9 +34,14 @@ def contrastive_loss(a: Tensor, b: Tensor, logit_scale: Tensor) -> Tensor:
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
 
 
+def mlm_logits(model, text_tokens: Tensor) -> Tensor:
+    """Fused text tokens (B,1+L,D) (encoder CLS first) -> MLM logits (B,L,V), aligned with the token ids."""
+    return model.heads["mlm"](text_tokens[:, 1:])
+
+
 def mlm_loss(model, text_tokens: Tensor, labels: Tensor) -> Tensor:
     """Fused text tokens (B,1+L,D) (encoder CLS first), labels (B,L) -> CE on masked tokens."""
-    return masked_cross_entropy(model.heads["mlm"](text_tokens[:, 1:]), labels)
+    return masked_cross_entropy(mlm_logits(model, text_tokens), labels)
 
 
 def mvm_loss(model, image_tokens: Tensor, images: Tensor, codes: Tensor, masked: Tensor) -> dict:

@@ -21,6 +21,7 @@ from opt.data.grammar import pluralize
 from opt.data.questions import scene_vocab
 from opt.data.splits import batches
 from opt.model.encoders import Modality, trim_to_content
+from opt.model.objectives import mlm_logits
 
 CONTEXTS = {
     "image": (Modality.IMAGE,),
@@ -66,9 +67,9 @@ def group_hits(logits: Tensor, labels: Tensor, group: Tensor) -> Tensor:
 
 def masked_word_logits(model, text: dict, context: dict, target: Tensor) -> Tensor:
     """MLM logits (K,V) at the K positions `target` (B,L) of the text input, whose tokens are
-    already [MASK], fused with `context` (modality -> Encoded); as `mlm_loss` reads them."""
+    already [MASK], fused with `context` (modality -> Encoded); read as `mlm_loss` reads them."""
     fused = model.fuse({**text, **context})
-    return model.heads["mlm"](fused.tokens[:, fused.spans[Modality.TEXT]][:, 1:][target]).float()
+    return mlm_logits(model, fused.tokens[:, fused.spans[Modality.TEXT]])[target].float()
 
 
 @torch.no_grad()
@@ -76,36 +77,42 @@ def word_grounding(model, dataset, tokenizer, device, with_audio: bool = True, b
     """group -> {context: accuracy (None without words), "chance": mean 1/G, "words": masked words
     scored}; {} without ground-truth objects (module docstring). `with_audio=False` (a model
     pre-trained without audio) leaves out the contexts that hold audio."""
-    records = [r for r in dataset.records() if r.get("objects")]
-    sets = {g: [ids.to(device) for ids in s] for g, s in word_sets(records, tokenizer).items()} if records else {}
+    sets = word_sets([r for r in dataset.records() if r.get("objects")], tokenizer)
+    if not sets:
+        return {}
+    sets = {g: [ids.to(device) for ids in id_sets] for g, id_sets in sets.items()}
     contexts = {c: m for c, m in CONTEXTS.items() if with_audio or Modality.AUDIO not in m}
-    hits = {g: {c: [] for c in contexts} for g in sets}
-    chance = {g: [] for g in sets}
+    hits = {g: dict.fromkeys(contexts, 0) for g in sets}
+    words, chance = dict.fromkeys(sets, 0), dict.fromkeys(sets, 0.0)
     model.eval()
     pf, max_patches = model.cfg.audio_patch_frames, model.cfg.max_audio_patches
-    for batch in batches(dataset, batch_size) if sets else ():
+    for batch in batches(dataset, batch_size):
         batch = trim_to_content({k: v.to(device) for k, v in batch.items()}, pf, max_patches)
-        encoded = model.encode(batch, (Modality.IMAGE, Modality.AUDIO) if with_audio else (Modality.IMAGE,))
+        encoded = model.encode(
+            batch, [m for m in (Modality.IMAGE, Modality.AUDIO) if with_audio or m != Modality.AUDIO]
+        )
         for g, id_sets in sets.items():
             target = torch.isin(batch["tokens"], torch.cat(id_sets))  # (B,L)
             labels = batch["tokens"][target]  # (K,)
-            masked = batch["tokens"].masked_fill(target, tokenizer.mask_id)
-            text = model.encode({**batch, "tokens": masked}, (Modality.TEXT,))
+            text = model.encode(
+                {**batch, "tokens": batch["tokens"].masked_fill(target, tokenizer.mask_id)}, (Modality.TEXT,)
+            )
+            owners = [torch.isin(labels, ids) for ids in id_sets]  # which set each masked word is picked among
+            words[g] += len(labels)
+            chance[g] += sum(int(own.sum()) / len(ids) for own, ids in zip(owners, id_sets))
             for c, modalities in contexts.items():
                 logits = masked_word_logits(model, text, {m: encoded[m] for m in modalities}, target)
-                hit = torch.zeros_like(labels, dtype=torch.bool)
-                for ids in id_sets:
-                    own = torch.isin(labels, ids)
-                    hit[own] = group_hits(logits[own], labels[own], ids)
-                hits[g][c].append(hit.cpu())
-            chance[g] += [1 / len(ids) for ids in id_sets for _ in range(int(torch.isin(labels, ids).sum()))]
-    out = {}
-    for g in sets:
-        scored = {c: torch.cat(h) if h else torch.zeros(0, dtype=torch.bool) for c, h in hits[g].items()}
-        n = len(chance[g])
-        out[g] = {c: float(h.float().mean()) if n else None for c, h in scored.items()}
-        out[g].update(chance=sum(chance[g]) / n if n else None, words=n)
-    return out
+                hits[g][c] += sum(
+                    int(group_hits(logits[own], labels[own], ids).sum()) for own, ids in zip(owners, id_sets)
+                )
+    return {
+        g: {
+            **{c: h / words[g] if words[g] else None for c, h in hits[g].items()},
+            "chance": chance[g] / words[g] if words[g] else None,
+            "words": words[g],
+        }
+        for g in sets
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
