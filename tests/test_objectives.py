@@ -243,3 +243,35 @@ def test_the_contrastive_loss_does_not_depend_on_the_masking_draw():
         for seed in (0, 1)
     ]
     assert torch.allclose(losses[0], losses[1])
+
+
+def test_a_fused_share_fuses_the_first_samples_and_contrasts_the_whole_batch():
+    """fused_share 0.5 of 8: every token-level and decoder loss equals the full objective on the
+    first 4 samples alone (same draws); contrastive equals the contrastive loss of all 8."""
+    model, batch = tiny_model().eval(), random_batch(8)
+    first = {k: v[:4] for k, v in batch.items()}
+    shared = pretext_losses(model, batch, objectives(fused_share=0.5), SPECIAL, Draw(torch.Generator().manual_seed(3)))
+    alone = pretext_losses(model, first, objectives(), SPECIAL, Draw(torch.Generator().manual_seed(3)))
+    whole = pretext_losses(model, batch, objectives(), SPECIAL, Draw(torch.Generator().manual_seed(3)))
+    for name in set(shared) - {"contrastive_loss", "loss"}:
+        torch.testing.assert_close(shared[name], alone[name], msg=name)
+    torch.testing.assert_close(shared["contrastive_loss"], whole["contrastive_loss"])
+    assert not torch.allclose(shared["contrastive_loss"], alone["contrastive_loss"])
+    with pytest.raises(ValueError, match="fused_share=0"):
+        pretext_losses(model, batch, objectives(fused_share=0.0), SPECIAL, Draw(torch.Generator().manual_seed(3)))
+
+
+def test_encoding_by_length_gives_the_one_pass_encodings_of_every_real_token():
+    from opt.model.encoders import trim_to_content
+    from opt.model.pretext import encode_by_length
+
+    model, batch = tiny_model().eval(), random_batch(10, seed=2)
+    modalities = (Modality.TEXT, Modality.IMAGE, Modality.AUDIO)
+    one_pass = model.encode(
+        trim_to_content(batch, model.cfg.audio_patch_frames, model.cfg.max_audio_patches), modalities
+    )
+    chunked = encode_by_length(model, batch, modalities, chunk=3)
+    for m in modalities:
+        assert torch.equal(chunked[m].valid, one_pass[m].valid), m
+        real = one_pass[m].valid
+        torch.testing.assert_close(chunked[m].tokens[real], one_pass[m].tokens[real], atol=1e-5, rtol=1e-4)

@@ -68,6 +68,7 @@ class ObjectivesConfig:
     hold_out_image: float = 0.0
     clean_context: bool = False  # held-out setups: samples with a held-out modality are not masked
     matching_share: float = 1.0  # share of the batch fused for matching
+    fused_share: float = 1.0  # share of the batch masked, fused and decoded; contrastive reads all of it
     matching_hard_negatives: bool = False  # swaps drawn by embedding similarity (ALBEF), else uniform
     use_audio: bool = True  # False: image+text only (the paper's ablation)
 

@@ -15,6 +15,10 @@ decoder draws it from text with or without audio), and a decoder's loss is compu
 its target is absent from the context. `clean_context` leaves the samples with a held-out
 modality unmasked.
 
+Batches can be wider for contrastive than for the rest (`fused_share` < 1,
+`experiment=wide_contrastive`): the first part of the batch goes through the masked pass, the
+fusion and the decoders; contrastive compares the clean encodings of the whole batch.
+
 `pretext_losses(model, batch, objectives, special, generator)` returns a dict of every active
 `*_loss` plus `loss` (their weighted sum). `batch` holds tokens, token_count, image, mel,
 mel_frames and codes (B,N) from the VQ image tokenizer.
@@ -25,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from opt.model import masking
@@ -196,6 +201,27 @@ def clean_encodings(model, batch: dict, modalities, encoded: dict, masked_rows: 
     return out
 
 
+def encode_by_length(model, batch: dict, modalities, chunk: int) -> dict:
+    """Clean encodings of a batch, `chunk` samples at a time in order of clip length (caption
+    length without audio), each chunk trimmed to its own content: the encodings of one pass over
+    the whole batch (padding is masked out of attention) at a fraction of the padding.
+    -> modality -> Encoded (B, 1+N, D), N the longest over the batch."""
+    pf, max_patches = model.cfg.audio_patch_frames, model.cfg.max_audio_patches
+    order = batch["mel_frames" if AUDIO in modalities else "token_count"].argsort()
+    parts = [
+        model.encode(trim_to_content({k: v[rows] for k, v in batch.items()}, pf, max_patches), modalities)
+        for rows in order.split(chunk)
+    ]
+    inverse = order.argsort()
+    out = {}
+    for m in parts[0]:
+        n = max(p[m].tokens.shape[1] for p in parts)
+        tokens = torch.cat([F.pad(p[m].tokens, (0, 0, 0, n - p[m].tokens.shape[1])) for p in parts])
+        valid = torch.cat([F.pad(p[m].valid, (0, n - p[m].valid.shape[1]), value=False) for p in parts])
+        out[m] = Encoded(tokens[inverse], valid[inverse])
+    return out
+
+
 def take(encoded: Encoded, index: Tensor) -> Encoded:
     return Encoded(encoded.tokens[index], encoded.valid[index])
 
@@ -210,10 +236,23 @@ def modality_level(b: int, o, g: masking.Draw, device) -> tuple[Tensor, dict]:
     return masking.draw_setups(b, o.hold_out_text, o.hold_out_image, o.use_audio, g, device)
 
 
+def fused_count(b: int, share: float) -> int:
+    """How many of a batch's `b` samples the masked pass, fusion and decoders see: the first
+    `share` of them (at least one); sample-level objectives read the clean encodings of all `b`."""
+    if not 0 < share <= 1:
+        raise ValueError(f"objectives.fused_share={share}: expected a share in (0, 1]")
+    return max(1, round(share * b))
+
+
 def pretext_losses(model, batch: dict, o, special: SpecialTokens, g: masking.Draw) -> dict:
-    """Every active pretext loss and their weighted sum under `loss`."""
-    b, device = batch["tokens"].shape[0], batch["tokens"].device
-    modalities, setup, masked_rows = modalities_of(o), None, None
+    """Every active pretext loss and their weighted sum under `loss`. With `fused_share` < 1 only
+    the first part of the batch is masked, fused and decoded (token and modality level), while
+    contrastive (and matching) read the clean encodings of the whole batch: the cheap
+    single-modal encoders see more samples and more negatives per step than the fusion."""
+    whole = batch
+    b = fused_count(whole["tokens"].shape[0], o.fused_share)
+    batch = {k: v[:b] for k, v in whole.items()}
+    device, modalities, setup, masked_rows = batch["tokens"].device, modalities_of(o), None, None
     if o.hold_out_text or o.hold_out_image:
         setup, present = modality_level(b, o, g, device)
         masked_rows = setup == masking.ALL if o.clean_context else None
@@ -225,7 +264,11 @@ def pretext_losses(model, batch: dict, o, special: SpecialTokens, g: masking.Dra
         present = masking.drop_modalities(b, {m: drop[m] for m in modalities}, g, device)
     fused = model.fuse(encoded, present)
     rows = present if masked_rows is None else {m: present[m] & masked_rows for m in modalities}
-    clean = clean_encodings(model, batch, modalities, encoded, masked_rows) if o.contrastive or o.matching else {}
+    clean = {}
+    if (o.contrastive or o.matching) and b < whole["tokens"].shape[0]:
+        clean = encode_by_length(model, whole, modalities, chunk=b)  # the whole batch, for more negatives
+    elif o.contrastive or o.matching:
+        clean = clean_encodings(model, batch, modalities, encoded, masked_rows)
     losses = {
         **token_level(model, fused, batch, masks, labels, rows, o),
         **decoders(model, fused, batch, setup, o, special),
