@@ -124,3 +124,17 @@ def test_sliced_draw_gives_each_process_its_rows_of_the_global_draw():
         for r in range(2)
     ]
     assert torch.equal(torch.cat(halves), whole)
+
+
+def test_the_draw_of_each_process_first_rows_is_its_part_of_the_global_draw_of_those_rows():
+    """fused_share < 1 under data parallelism: each process masks the first 2 of its 4 rows; together
+    they draw as one process masking the 4 fused rows (and no process asks for 4 rows of scores)."""
+    valid = torch.ones(4, 20, dtype=torch.bool)
+    whole = mask_patches(valid, 0.3, draw(7))
+    parts = [
+        mask_patches(valid[:2], 0.3, Draw(torch.Generator().manual_seed(7), slice(r * 4, r * 4 + 4), 8).first(2))
+        for r in range(2)
+    ]
+    assert torch.equal(torch.cat(parts), whole)
+    single = draw(7)
+    assert single.first(2) is single

@@ -257,6 +257,8 @@ def test_a_fused_share_fuses_the_first_samples_and_contrasts_the_whole_batch():
         torch.testing.assert_close(shared[name], alone[name], msg=name)
     torch.testing.assert_close(shared["contrastive_loss"], whole["contrastive_loss"])
     assert not torch.allclose(shared["contrastive_loss"], alone["contrastive_loss"])
+    as_rank_0_of_2 = Draw(torch.Generator().manual_seed(3), slice(0, 8), 16)  # data-parallel: draws for its 4 fused
+    assert torch.isfinite(pretext_losses(model, batch, objectives(fused_share=0.5), SPECIAL, as_rank_0_of_2)["loss"])
     with pytest.raises(ValueError, match="fused_share=0"):
         pretext_losses(model, batch, objectives(fused_share=0.0), SPECIAL, Draw(torch.Generator().manual_seed(3)))
 

@@ -72,3 +72,20 @@ def test_image_tokenizer_reconstructs_better_than_a_constant(pretrained):
     assert metrics["test"]["reconstruction_mse"] < constant_mse
     assert 0.0 < metrics["train"]["codebook_used"] <= 1.0
     assert test[0]["codes"].shape == ((64 // 8) ** 2,)
+
+
+def test_fused_share_counts_the_mam_floor_on_the_fused_part_and_refuses_length_buckets(tmp_path):
+    from opt.train.floors import loss_floors
+    from opt.train.pretrain import pretrain
+
+    stats = dict.fromkeys(
+        ("masked_token_entropy", "token_entropy", "code_entropy", "pixel_variance", "mel_variance"), 1.0
+    ) | {"audio_patches": 30.0}
+    wide = load_config(["experiment=wide_contrastive"])
+    narrow = loss_floors(stats, load_config([]).objectives, 32)
+    floors = loss_floors(stats, wide.objectives, wide.trainer.batch_size)
+    assert floors["mam_contrastive_loss"] == narrow["mam_contrastive_loss"]  # MAM sees the fused 32
+    assert floors["contrastive_loss"] == pytest.approx(math.log(128))  # contrastive the whole 128
+    cfg = load_config(["experiment=wide_contrastive", "trainer.length_buckets=4", f"paths.root={tmp_path}"])
+    with pytest.raises(ValueError, match="length_buckets"):
+        pretrain(cfg)

@@ -31,6 +31,15 @@ class Draw:
     def _shape(self, shape: tuple) -> tuple:
         return shape if self.rows is None else (self.global_rows, *shape[1:])
 
+    def first(self, n: int) -> Draw:
+        """The draw for the first `n` rows of every process's batch: a global batch of
+        world size x n, of which this process keeps its n (itself when not data-parallel)."""
+        if self.rows is None:
+            return self
+        local = self.rows.stop - self.rows.start
+        rank, world = self.rows.start // local, self.global_rows // local
+        return Draw(self.generator, slice(rank * n, (rank + 1) * n), world * n)
+
     def rand(self, shape: tuple, device="cpu") -> Tensor:
         return self._local(torch.rand(self._shape(shape), generator=self.generator), device)
 

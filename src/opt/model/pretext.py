@@ -238,7 +238,8 @@ def modality_level(b: int, o, g: masking.Draw, device) -> tuple[Tensor, dict]:
 
 def fused_count(b: int, share: float) -> int:
     """How many of a batch's `b` samples the masked pass, fusion and decoders see: the first
-    `share` of them (at least one); sample-level objectives read the clean encodings of all `b`."""
+    `share` of them (at least one); contrastive reads the clean encodings of all `b`, and matching
+    fuses `matching_share` of all `b`."""
     if not 0 < share <= 1:
         raise ValueError(f"objectives.fused_share={share}: expected a share in (0, 1]")
     return max(1, round(share * b))
@@ -251,7 +252,7 @@ def pretext_losses(model, batch: dict, o, special: SpecialTokens, g: masking.Dra
     single-modal encoders see more samples and more negatives per step than the fusion."""
     whole = batch
     b = fused_count(whole["tokens"].shape[0], o.fused_share)
-    batch = {k: v[:b] for k, v in whole.items()}
+    batch, g = {k: v[:b] for k, v in whole.items()}, g.first(b)
     device, modalities, setup, masked_rows = batch["tokens"].device, modalities_of(o), None, None
     if o.hold_out_text or o.hold_out_image:
         setup, present = modality_level(b, o, g, device)

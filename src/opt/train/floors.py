@@ -19,6 +19,7 @@ import torch
 
 from opt.data.splits import batches
 from opt.model.encoders import mel_patches, patchify
+from opt.model.pretext import fused_count
 
 CLEARLY_BELOW = 0.9  # a loss "learns" when its last value is under 90% of its floor
 EDGE_ROWS = 10  # first and last values: the mean of this many logged steps
@@ -55,7 +56,8 @@ def split_statistics(train, model_cfg, special_count: int, pad_id: int) -> dict:
 
 def loss_floors(stats: dict, objectives, batch_size: int) -> dict:
     """Loss name -> its floor, for every pretext loss (opt.model.pretext names them)."""
-    masked_audio = max(2.0, objectives.audio_mask_ratio * stats["audio_patches"] * batch_size)
+    fused = fused_count(batch_size, objectives.fused_share)  # MAM contrasts the masked patches of the fused part
+    masked_audio = max(2.0, objectives.audio_mask_ratio * stats["audio_patches"] * fused)
     return {
         "mlm_loss": stats["masked_token_entropy"],
         "text_denoise_loss": stats["token_entropy"],

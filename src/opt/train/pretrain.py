@@ -72,6 +72,11 @@ def special_tokens(tokenizer: CaptionTokenizer) -> SpecialTokens:
 
 
 def pretrain(cfg, stop_at: int | None = None) -> dict:
+    if cfg.trainer.length_buckets and cfg.objectives.fused_share < 1:
+        raise ValueError(
+            "trainer.length_buckets sorts each batch by clip length, so objectives.fused_share < 1 would fuse "
+            "only its shortest samples: set one of them off"
+        )
     require(codes_file(cfg, "train"), "VQ codes (MVM targets, image decoder)", "opt image_tokenizer")
     model = build_model(cfg)
     tokenizer = load_tokenizer(cfg)
