@@ -178,8 +178,8 @@ def test_sample_level_objectives_see_the_unmasked_inputs(monkeypatch):
         seen.update(encoded)
         return real(model_, encoded, o, g)
 
-    monkeypatch.setattr(pretext, "sample_level", spy)
-    o = objectives(text_mask_ratio=0.5, image_mask_ratio=0.5, audio_mask_ratio=0.5)
+    monkeypatch.setattr(pretext, "sample_level", spy)  # every row fused: one clean pass of the batch
+    o = objectives(text_mask_ratio=0.5, image_mask_ratio=0.5, audio_mask_ratio=0.5, fused_share=1.0)
     pretext_losses(model, batch, o, SPECIAL, Draw(torch.Generator().manual_seed(0)))
     trimmed = trim_to_content(batch, model.cfg.audio_patch_frames, model.cfg.max_audio_patches)
     clean = model.encode(trimmed, tuple(seen))
@@ -203,7 +203,7 @@ def test_a_clean_context_leaves_the_samples_with_a_held_out_modality_unmasked(mo
 
     monkeypatch.setattr(pretext, "mask_batch", spy)
     for clean in (False, True):
-        o = objectives("hold_out", clean_context=clean)
+        o = objectives("hold_out", clean_context=clean, fused_share=1.0)  # setups drawn for all 16
         pretext_losses(model, batch, o, SPECIAL, Draw(torch.Generator().manual_seed(4)))
         setup, _ = masking.draw_setups(
             16, o.hold_out_text, o.hold_out_image, True, Draw(torch.Generator().manual_seed(4))
@@ -251,8 +251,9 @@ def test_a_fused_share_fuses_the_first_samples_and_contrasts_the_whole_batch():
     model, batch = tiny_model().eval(), random_batch(8)
     first = {k: v[:4] for k, v in batch.items()}
     shared = pretext_losses(model, batch, objectives(fused_share=0.5), SPECIAL, Draw(torch.Generator().manual_seed(3)))
-    alone = pretext_losses(model, first, objectives(), SPECIAL, Draw(torch.Generator().manual_seed(3)))
-    whole = pretext_losses(model, batch, objectives(), SPECIAL, Draw(torch.Generator().manual_seed(3)))
+    every_row = objectives(fused_share=1.0)
+    alone = pretext_losses(model, first, every_row, SPECIAL, Draw(torch.Generator().manual_seed(3)))
+    whole = pretext_losses(model, batch, every_row, SPECIAL, Draw(torch.Generator().manual_seed(3)))
     for name in set(shared) - {"contrastive_loss", "loss"}:
         torch.testing.assert_close(shared[name], alone[name], msg=name)
     torch.testing.assert_close(shared["contrastive_loss"], whole["contrastive_loss"])

@@ -81,10 +81,11 @@ def test_fused_share_counts_the_mam_floor_on_the_fused_part_and_refuses_length_b
     stats = dict.fromkeys(
         ("masked_token_entropy", "token_entropy", "code_entropy", "pixel_variance", "mel_variance"), 1.0
     ) | {"audio_patches": 30.0}
-    wide = load_config(["experiment=wide_contrastive"])
-    narrow = loss_floors(stats, load_config([]).objectives, 32)
+    wide, all_fused = load_config(["experiment=wide_contrastive"]), load_config(["objectives.fused_share=1"])
+    narrow = loss_floors(stats, all_fused.objectives, 32)
     floors = loss_floors(stats, wide.objectives, wide.trainer.batch_size)
     assert floors["mam_contrastive_loss"] == narrow["mam_contrastive_loss"]  # MAM sees the fused 32
+    assert floors["mam_contrastive_loss"] != loss_floors(stats, all_fused.objectives, 128)["mam_contrastive_loss"]
     assert floors["contrastive_loss"] == pytest.approx(math.log(128))  # contrastive the whole 128
     cfg = load_config(["experiment=wide_contrastive", "trainer.length_buckets=4", f"paths.root={tmp_path}"])
     with pytest.raises(ValueError, match="length_buckets"):

@@ -68,7 +68,7 @@ class ObjectivesConfig:
     hold_out_image: float = 0.0
     clean_context: bool = False  # held-out setups: samples with a held-out modality are not masked
     matching_share: float = 1.0  # share of the batch fused for matching
-    fused_share: float = 1.0  # share of the batch masked, fused and decoded; contrastive reads all of it
+    fused_share: float = 0.5  # share of the batch masked, fused and decoded; contrastive reads all of it
     matching_hard_negatives: bool = False  # swaps drawn by embedding similarity (ALBEF), else uniform
     use_audio: bool = True  # False: image+text only (the paper's ablation)
 
@@ -106,7 +106,7 @@ class TaskConfig:
 @dataclass
 class TrainerConfig:
     max_steps: int = 350
-    batch_size: int = 32
+    batch_size: int = 64
     grad_accum: int = 1
     lr: float = 5e-4
     weight_decay: float = 0.05
