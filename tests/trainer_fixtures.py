@@ -42,6 +42,7 @@ def decomposable_objectives():
     o = load_config([]).objectives
     for name in ("mlm", "mam", "text_denoise", "contrastive", "matching", "drop_text", "drop_image", "drop_audio"):
         setattr(o, name, 0.0)
+    o.fused_share = 1.0  # below 1 each process fuses the first rows of its own batch: other rows than one process
     return o
 
 
