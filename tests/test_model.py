@@ -223,3 +223,26 @@ def test_image_summary_is_its_cls_or_the_max_over_its_patches(pool):
 def test_an_unknown_image_pool_is_refused_by_name():
     with pytest.raises(ValueError, match="image_pool='mean'"):
         tiny_model(image_pool="mean")
+
+
+def test_conv_stem_tokens_never_see_the_pixels_of_masked_patches():
+    """The conv stem's 3x3 windows reach into neighbouring patches; masked patches are blanked
+    before it, so repainting one changes no token, while repainting a visible patch changes its
+    neighbours' tokens too (the leak the blanking prevents)."""
+    model, batch = tiny_model(image_stem="conv").eval(), random_batch(2)
+    encoder, grid = model.encoders[Modality.IMAGE], 32 // 8
+    masked = torch.zeros(2, grid * grid, dtype=torch.bool)
+    masked[:, 5] = True  # row 1, column 1: pixels 8..15 x 8..15
+    repainted = batch["image"].clone()
+    repainted[:, :, 8:16, 8:16] = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        same = encoder(batch["image"], masked), encoder(repainted, masked)
+        stem = [encoder.conv(x * 2 - 1).flatten(2).transpose(1, 2) for x in (batch["image"], repainted)]  # (B,N,D)
+    assert same[0].tokens.shape == (2, 1 + grid * grid, model.cfg.dim)
+    assert torch.equal(same[0].tokens, same[1].tokens)
+    assert not torch.allclose(stem[0][:, 6], stem[1][:, 6])  # unblanked, the neighbour token moves
+
+
+def test_an_unknown_image_stem_is_refused_by_name():
+    with pytest.raises(ValueError, match="image_stem='resnet'"):
+        tiny_model(image_stem="resnet")

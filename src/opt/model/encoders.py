@@ -97,16 +97,50 @@ class TextEncoder(nn.Module):
         return self.tower(self.embed(tokens), valid)
 
 
+IMAGE_STEMS = ("linear", "conv")
+
+
+def conv_stem(dim: int, patch_size: int) -> nn.Sequential:
+    """ViT-C's stem (Xiao et al. 2021, "Early convolutions help transformers see better"): log2(p)
+    3x3 stride-2 convolutions (GroupNorm, GELU) widening to dim/2, then a 1x1 to dim.
+    (B,3,H,W) -> (B,D,H/p,W/p)."""
+    downs = patch_size.bit_length() - 1
+    if 2**downs != patch_size:
+        raise ValueError(f"model.image_stem=conv needs a power-of-two patch_size, got {patch_size}")
+    widths = [3] + [dim >> (downs - i) for i in range(downs)]
+    layers: list[nn.Module] = []
+    for cin, cout in zip(widths, widths[1:]):
+        layers += [nn.Conv2d(cin, cout, 3, 2, 1), nn.GroupNorm(8 if cout % 8 == 0 else 1, cout), nn.GELU()]
+    return nn.Sequential(*layers, nn.Conv2d(widths[-1], dim, 1))
+
+
 class ImageEncoder(nn.Module):
+    """Pixels -> one token per p x p patch: a linear projection of the patch (ViT), or with
+    `model.image_stem: conv` a convolutional stem, whose tokens see a few pixels of their
+    neighbours; masked patches are blanked before it so no token sees their pixels."""
+
     def __init__(self, cfg: ModelConfig, image_size: int):
         super().__init__()
-        self.p = cfg.patch_size
-        self.proj = nn.Linear(3 * self.p**2, cfg.dim)
+        if cfg.image_stem not in IMAGE_STEMS:
+            raise ValueError(f"model.image_stem={cfg.image_stem!r}: expected one of {IMAGE_STEMS}")
+        self.p, self.stem = cfg.patch_size, cfg.image_stem
+        if self.stem == "conv":
+            self.conv = conv_stem(cfg.dim, self.p)
+        else:
+            self.proj = nn.Linear(3 * self.p**2, cfg.dim)
         self.tower = Tower(cfg, cfg.image_layers, (image_size // self.p) ** 2)
 
     def forward(self, images: Tensor, masked: Tensor | None = None) -> Encoded:
         """images (B,3,H,W) in [0,1]; masked (B,N) patches to hide."""
-        x = self.proj(patchify(images * 2 - 1, self.p))  # (B,N,D)
+        pixels = images * 2 - 1
+        if self.stem == "conv":
+            if masked is not None:  # blank the hidden patches: (B,g,g) -> (B,1,H,W)
+                g = images.shape[-1] // self.p
+                keep = ~masked.reshape(-1, 1, g, g).repeat_interleave(self.p, 2).repeat_interleave(self.p, 3)
+                pixels = pixels * keep.to(pixels.dtype)
+            x = self.conv(pixels).flatten(2).transpose(1, 2)  # (B,N,D), row-major like patchify
+        else:
+            x = self.proj(patchify(pixels, self.p))  # (B,N,D)
         return self.tower(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device), masked)
 
 
