@@ -34,6 +34,7 @@ def project(tmp_path_factory):
     return root, env
 
 
+@pytest.mark.slow  # the whole tiny pipeline through dvc (2 min on 2 cores); the sweep below reuses its run
 def test_repro_runs_every_stage_then_is_a_no_op(project):
     root, env = project
     started = time.perf_counter()

@@ -29,6 +29,7 @@ def output_times(root):
     return {p: p.stat().st_mtime_ns for folder in folders for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow  # the whole tiny pipeline as Prefect flows (about 1 min on 2 cores)
 def test_parent_flow_runs_the_pipeline_and_a_rerun_skips_every_stage(tmp_path, monkeypatch):
     root = make_scratch_project(tmp_path / "project")
     monkeypatch.chdir(root)  # as the served deployment runs: params.yaml of the project

@@ -10,7 +10,7 @@ from opt.config import load_config
 from opt.model import objectives as objectives_module
 from opt.model.encoders import Modality
 from opt.model.masking import Draw
-from opt.model.objectives import contrastive_loss, decoder_loss
+from opt.model.objectives import contrastive_loss, decoder_loss, hard_negative_logits
 from opt.model.pretext import pretext_losses
 
 ALL_LOSSES = {
@@ -43,6 +43,28 @@ def test_contrastive_loss_is_lower_for_aligned_pairs_than_shuffled():
     shuffled = contrastive_loss(a, b[torch.roll(torch.arange(16), 1)], scale)
     assert aligned < shuffled
     assert aligned < torch.log(torch.tensor(16.0))  # better than chance
+
+
+def test_hard_negatives_weigh_each_negative_by_its_logit_and_keep_the_positive():
+    """HN-NCE: weights exp(beta * logit) with mean 1 over a row's negatives (beta 0: InfoNCE), so
+    the loss grows with beta where negatives differ, and a hard negative gets more gradient."""
+    g = torch.Generator().manual_seed(0)
+    a = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
+    b = F.normalize(a + 0.5 * torch.randn(8, 16, generator=g), dim=-1)
+    scale = torch.tensor(2.0)
+    logits = scale.exp() * a @ b.t()
+    assert torch.allclose(hard_negative_logits(logits, 0.0), logits, atol=1e-6)
+    reweighted = hard_negative_logits(logits, 0.5)
+    off = ~torch.eye(8, dtype=torch.bool)
+    weights = (reweighted - logits).exp()
+    assert torch.allclose(weights.diagonal(), torch.ones(8))
+    row = lambda x: x[off].reshape(8, 7)  # noqa: E731  each row's negatives
+    assert torch.equal(row(weights).argsort(dim=1), row(logits).argsort(dim=1))  # the harder, the heavier
+    assert torch.allclose(row(weights).mean(dim=1), torch.ones(8), atol=1e-5)
+    plain, hard = contrastive_loss(a, b, scale), contrastive_loss(a, b, scale, hard_negatives=0.5)
+    assert hard > plain
+    aligned = contrastive_loss(a, b, scale, hard_negatives=0.5)
+    assert aligned < contrastive_loss(a, b[torch.roll(torch.arange(8), 1)], scale, hard_negatives=0.5)
 
 
 def test_every_objective_is_reported_and_the_total_is_their_weighted_sum():

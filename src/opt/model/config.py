@@ -56,6 +56,7 @@ class ObjectivesConfig:
     image_denoise: float = 1.0  # image decoder generates VQ codes (image masked)
     matching: float = 0.0  # tri-modal matching, OPT's five cases (off by default: configs/objectives/all.yaml)
     contrastive: float = 1.0  # InfoNCE between modality embeddings, learned temperature
+    contrastive_hard_negatives: float = 0.0  # beta of HN-NCE's negative weights (0: plain InfoNCE)
     text_mask_ratio: float = 0.15
     image_mask_ratio: float = 0.3
     audio_mask_ratio: float = 0.3

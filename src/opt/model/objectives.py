@@ -8,6 +8,8 @@ Losses are computed only on masked positions (MAE) and only for samples whose mo
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -24,14 +26,29 @@ def masked_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels, ignore_index=IGNORE)
 
 
-def contrastive_loss(a: Tensor, b: Tensor, logit_scale: Tensor) -> Tensor:
+def contrastive_loss(a: Tensor, b: Tensor, logit_scale: Tensor, hard_negatives: float = 0.0) -> Tensor:
     """Symmetric InfoNCE between unit embeddings a, b (B,D): row i of a matches row i of b.
 
     Higher cosine for the positive pair gives a LOWER loss (the official OPT code had it reversed).
+    `hard_negatives` = beta > 0: HN-NCE (Radenovic et al. 2023), see `hard_negative_logits`.
     """
     logits = logit_scale.exp().clamp(max=100) * a @ b.t()  # (B,B)
     target = torch.arange(a.shape[0], device=a.device)
+    if hard_negatives > 0 and a.shape[0] > 1:
+        rows, cols = hard_negative_logits(logits, hard_negatives), hard_negative_logits(logits.t(), hard_negatives)
+        return (F.cross_entropy(rows, target) + F.cross_entropy(cols, target)) / 2
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+def hard_negative_logits(logits: Tensor, beta: float) -> Tensor:
+    """(B,B) logits, positives on the diagonal -> logits + log w: each row's negatives weighted by
+    w = exp(beta * logit), normalised to mean 1 over the row's negatives (weights held constant),
+    so negatives that look like the positive count more; the positive keeps weight 1."""
+    n = logits.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=logits.device)
+    scaled = (beta * logits.detach().float()).masked_fill(eye, float("-inf"))
+    log_w = scaled - (torch.logsumexp(scaled, dim=1, keepdim=True) - math.log(n - 1))
+    return logits + log_w.masked_fill(eye, 0.0).to(logits.dtype)
 
 
 def mlm_logits(model, text_tokens: Tensor) -> Tensor:

@@ -164,7 +164,7 @@ def sample_level(model, encoded: dict, o, g: masking.Draw) -> dict:
     if o.contrastive:
         pairs = [(TEXT, IMAGE), (TEXT, AUDIO), (IMAGE, AUDIO)] if o.use_audio else [(TEXT, IMAGE)]
         losses["contrastive_loss"] = sum(
-            obj.contrastive_loss(emb[a], emb[b], model.logit_scale) for a, b in pairs
+            obj.contrastive_loss(emb[a], emb[b], model.logit_scale, o.contrastive_hard_negatives) for a, b in pairs
         ) / len(pairs)
     if o.matching:
         b, device = encoded[TEXT].tokens.shape[0], encoded[TEXT].tokens.device
