@@ -3,10 +3,12 @@ from fine-tuning to disk to the bundle to a served answer, and is never recomput
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
+import torch
 
-from opt.artifacts import MissingArtifact, finetuned_dir, task_state
+from opt.artifacts import MissingArtifact, finetuned_dir, load_pretrained, task_state
 from opt.config import load_config, path
 from opt.serving.bundle import Candidate, write_bundle
 from opt.serving.runtime import Runtime
@@ -79,6 +81,22 @@ def test_a_state_made_with_another_tokenizer_or_missing_does_not_load(vqa_run):
             load_task_model(cfg, get_task("vqa"), TaskContext(cfg))
     finally:
         write_state(cfg, saved)
+
+
+def test_a_model_saved_before_a_model_key_existed_loads_with_its_default(pretrained_synth, tmp_path):
+    """config.json of an older run lacks `model.image_stem`: it loads as the linear stem it was."""
+    source, overrides = pretrained_synth
+    shutil.copytree(Path(source) / "models" / "pretrain", tmp_path / "models" / "pretrain")
+    saved = tmp_path / "models" / "pretrain" / "config.json"
+    config = json.loads(saved.read_text())
+    assert config["model"].pop("image_stem") == "linear"
+    saved.write_text(json.dumps(config))
+    cfg = load_config([o for o in overrides if not o.startswith("paths.root=")] + [f"paths.root={tmp_path}"])
+    older, current = load_pretrained(cfg), load_pretrained(load_config(list(overrides)))
+    assert older.cfg.image_stem == "linear"
+    assert all(
+        torch.equal(a, b) for a, b in zip(older.state_dict().values(), current.state_dict().values(), strict=True)
+    )
 
 
 def test_a_missing_input_names_the_command_that_makes_it(prepared_synth, tmp_path):

@@ -136,12 +136,15 @@ def save_pretrained(cfg, model) -> Path:
 
 
 def load_pretrained(cfg, from_scratch: bool = False):
-    """The pre-trained OPT (or, with `from_scratch`, a fresh one of the same shape and seed state)."""
+    """The pre-trained OPT (or, with `from_scratch`, a fresh one of the same shape and seed state).
+    A model key its config.json lacks (saved before the key existed) takes the schema default,
+    which new keys hold at the behaviour from before them."""
+    from opt.model.config import ModelConfig
     from opt.model.opt import OPT, Dims
 
     saved = pretrained_dir(cfg)
     config = json.loads(require(saved / MODEL_CONFIG, "pre-trained model", "opt pretrain").read_text())
-    model = OPT(OmegaConf.create(config["model"]), Dims(**config["dims"]))
+    model = OPT(OmegaConf.merge(OmegaConf.structured(ModelConfig), config["model"]), Dims(**config["dims"]))
     if not from_scratch:
         model.load_state_dict(load_weights(require(saved / WEIGHTS, "pre-trained model", "opt pretrain")))
     return model
