@@ -46,8 +46,8 @@ def test_contrastive_loss_is_lower_for_aligned_pairs_than_shuffled():
 
 
 def test_hard_negatives_weigh_each_negative_by_its_logit_and_keep_the_positive():
-    """HN-NCE: weights exp(beta * logit) with mean 1 over a row's negatives (beta 0: InfoNCE), so
-    the loss grows with beta where negatives differ, and a hard negative gets more gradient."""
+    """HN-NCE: weights exp(beta * logit) with mean 1 over a row's negatives (beta 0: InfoNCE), ordered
+    as the negatives' logits, so the loss grows with beta where negatives differ."""
     g = torch.Generator().manual_seed(0)
     a = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
     b = F.normalize(a + 0.5 * torch.randn(8, 16, generator=g), dim=-1)

@@ -28,7 +28,7 @@ class ModelConfig:
     max_audio_patches: int = 75  # 12 s at 10 ms hop / 16 frames
     max_text_tokens: int = 64
     image_pool: str = "max"  # image summary (retrieval, classification): "max" over patches, or "cls"
-    image_stem: str = "linear"  # patches -> tokens: "linear" (ViT) or "conv" (ViT-C; configs/model/small.yaml)
+    image_stem: str = "linear"  # patches -> tokens: "linear" (ViT) or "conv" (ViT-C strided convs; README: Image stem)
 
 
 @dataclass

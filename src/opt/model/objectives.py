@@ -34,10 +34,10 @@ def contrastive_loss(a: Tensor, b: Tensor, logit_scale: Tensor, hard_negatives: 
     """
     logits = logit_scale.exp().clamp(max=100) * a @ b.t()  # (B,B)
     target = torch.arange(a.shape[0], device=a.device)
+    rows, cols = logits, logits.t()
     if hard_negatives > 0 and a.shape[0] > 1:
-        rows, cols = hard_negative_logits(logits, hard_negatives), hard_negative_logits(logits.t(), hard_negatives)
-        return (F.cross_entropy(rows, target) + F.cross_entropy(cols, target)) / 2
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+        rows, cols = hard_negative_logits(rows, hard_negatives), hard_negative_logits(cols, hard_negatives)
+    return (F.cross_entropy(rows, target) + F.cross_entropy(cols, target)) / 2
 
 
 def hard_negative_logits(logits: Tensor, beta: float) -> Tensor:
