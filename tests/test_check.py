@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -100,10 +101,11 @@ def test_cli_exit_code_follows_the_checks_and_names_blind_metrics(tmp_path):
     write_run(tmp_path / "good")
     write_run(tmp_path / "drifted", r1=0.3)
     write_run(tmp_path / "blind", r1=0.2, blind_r1=0.19)
-    good, drifted, blind = opt_check(tmp_path / "good"), opt_check(tmp_path / "drifted"), opt_check(tmp_path / "blind")
-    absent = opt_check(tmp_path / "none")
     write_run(tmp_path / "fp32", precision="fp32")
-    fp32 = opt_check(tmp_path / "fp32")
+    with ThreadPoolExecutor(max_workers=5) as pool:  # five processes at once: most of each is start-up
+        good, drifted, blind, absent, fp32 = pool.map(
+            opt_check, [tmp_path / name for name in ("good", "drifted", "blind", "none", "fp32")]
+        )
     assert good.returncode == 0 and "8 of 8 checks within the reference" in good.stdout
     assert "note: this run pre-trained in" not in good.stdout
     # another precision (trainer.precision=auto on another machine) is named, and judged by its numbers

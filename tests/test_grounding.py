@@ -86,3 +86,17 @@ def test_no_grounding_without_ground_truth_objects(pretrained_synth):
     test = training_split(cfg, "test")
     test.records = lambda: [{k: v for k, v in r.items() if k != "objects"} for r in type(test).records(test)]
     assert word_grounding(load_pretrained(cfg), test, load_tokenizer(cfg), torch.device("cpu")) == {}
+
+
+def test_swap_groups_are_the_scenes_shape_words_as_the_tokenizer_spells_them(pretrained_synth):
+    from opt.data.scenes import SHAPES
+    from opt.train.pretrain import swap_groups
+
+    cfg = load_config(pretrained_synth[1])
+    tokenizer, records = load_tokenizer(cfg), training_split(cfg, "train").records()
+    groups = swap_groups(["shape"], records, tokenizer)
+    words = [{tokenizer.decode([i]).strip() for i in g.tolist()} for g in groups]
+    assert groups and words[0] <= set(SHAPES) and len(words[0]) >= 2  # singular shapes first, then plurals
+    assert swap_groups([], records, tokenizer) == ()
+    with pytest.raises(ValueError, match="unknown word groups"):
+        swap_groups(["size"], records, tokenizer)

@@ -14,6 +14,7 @@ from opt.model.masking import (
     mask_patches,
     mask_text,
     matching_cases,
+    swap_words,
 )
 
 
@@ -138,3 +139,29 @@ def test_the_draw_of_each_process_first_rows_is_its_part_of_the_global_draw_of_t
     assert torch.equal(torch.cat(parts), whole)
     single = draw(7)
     assert single.first(2) is single
+
+
+def test_swap_words_swaps_one_real_word_per_caption_for_another_of_its_group():
+    groups = [torch.tensor([10, 11, 12]), torch.tensor([20, 21])]
+    tokens = torch.tensor(
+        [
+            [2, 10, 5, 20, 3, 0],  # two swappable words
+            [2, 5, 6, 3, 0, 0],  # none
+            [2, 12, 3, 0, 0, 11],  # a group id in the padding must stay
+        ]
+    )
+    count = torch.tensor([5, 4, 3])
+    member = {i: k for k, g in enumerate(groups) for i in g.tolist()}
+    seen = set()
+    for seed in range(40):
+        swapped, has = swap_words(tokens, count, groups, draw(seed))
+        assert has.tolist() == [True, False, True]
+        assert torch.equal(swapped[1], tokens[1]) and swapped[2, 5] == 11
+        for row in (0, 2):
+            changed = (swapped[row] != tokens[row]).nonzero()[:, 0].tolist()
+            assert len(changed) == 1
+            old, new = int(tokens[row, changed[0]]), int(swapped[row, changed[0]])
+            assert member[old] == member[new] and old != new
+            seen.add((row, changed[0], new))
+    assert {(0, 1), (0, 3)} <= {(r, p) for r, p, _ in seen}  # either word of row 0 gets swapped
+    assert {n for r, p, n in seen if (r, p) == (0, 1)} == {11, 12}  # to every other member

@@ -67,6 +67,47 @@ def test_hard_negatives_weigh_each_negative_by_its_logit_and_keep_the_positive()
     assert aligned < contrastive_loss(a, b[torch.roll(torch.arange(8), 1)], scale, hard_negatives=0.5)
 
 
+def test_extra_negative_captions_count_only_where_valid_and_more_the_closer_they_are():
+    """NegCLIP: each b row also ranks its positive a above the extra candidates; a candidate equal to
+    the positive raises the loss, a left-out one changes nothing."""
+    g = torch.Generator().manual_seed(0)
+    a = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
+    b = F.normalize(a + 0.3 * torch.randn(8, 16, generator=g), dim=-1)
+    scale, far = torch.tensor(2.0), F.normalize(torch.randn(8, 16, generator=g), dim=-1)
+    plain = contrastive_loss(a, b, scale)
+    none_valid = torch.zeros(8, dtype=torch.bool)
+    assert torch.allclose(contrastive_loss(a, b, scale, 0.0, a.clone(), none_valid), plain)
+    valid = torch.ones(8, dtype=torch.bool)
+    close, distant = (
+        contrastive_loss(a, b, scale, 0.0, a.clone(), valid),
+        contrastive_loss(a, b, scale, 0.0, far, valid),
+    )
+    assert plain < distant < close
+
+
+def test_swap_negatives_add_captions_with_a_swapped_word_to_the_text_image_contrast(monkeypatch):
+    from dataclasses import replace
+
+    from opt.model import pretext
+
+    batch, seen, real = random_batch(6), {}, objectives_module.contrastive_loss
+    groups = (torch.tensor(sorted(set(batch["tokens"][:, 1].tolist()))),)  # every caption's first word swaps
+
+    def spy(a, b, scale, beta=0.0, extra_a=None, extra_valid=None):
+        seen.setdefault("extra", []).append(None if extra_a is None else (extra_a.shape, extra_valid.clone()))
+        return real(a, b, scale, beta, extra_a, extra_valid)
+
+    monkeypatch.setattr(objectives_module, "contrastive_loss", spy)
+    o = objectives(swap_negatives=["shape"])
+    losses = pretext.pretext_losses(
+        tiny_model(), batch, o, replace(SPECIAL, swap_groups=groups), Draw(torch.Generator())
+    )
+    (shape, valid), *others = seen["extra"]  # the text-image pair comes first
+    assert shape[0] == 6 and bool(valid.all()) and others == [None, None] and torch.isfinite(losses["loss"])
+    with pytest.raises(ValueError, match="swap_negatives"):
+        pretext.pretext_losses(tiny_model(), batch, o, SPECIAL, Draw(torch.Generator()))
+
+
 def test_every_objective_is_reported_and_the_total_is_their_weighted_sum():
     model = tiny_model()
     o = objectives(mlm=2.0, matching=1.0, mvm=0.5, mvm_pixel=4.0, mam_regression=3.0)
@@ -196,9 +237,9 @@ def test_sample_level_objectives_see_the_unmasked_inputs(monkeypatch):
     model, batch, seen = tiny_model(), random_batch(6), {}
     real = pretext.sample_level
 
-    def spy(model_, encoded, o, g):
+    def spy(model_, encoded, o, g, *swapped):
         seen.update(encoded)
-        return real(model_, encoded, o, g)
+        return real(model_, encoded, o, g, *swapped)
 
     monkeypatch.setattr(pretext, "sample_level", spy)  # every row fused: one clean pass of the batch
     o = objectives(text_mask_ratio=0.5, image_mask_ratio=0.5, audio_mask_ratio=0.5, fused_share=1.0)

@@ -145,6 +145,22 @@ def test_retrieval_reranking_and_classification_any_modality(pretrained_synth):
         assert extra in metrics and all(0 <= v <= 1 for v in metrics.values()), metrics
 
 
+def test_retrieval_fine_tuning_weighs_hard_negatives_by_task_hard_negatives(pretrained_synth):
+    """task.hard_negatives is HN-NCE's beta in the fine-tuning loss: 0 is InfoNCE, > 0 counts the
+    negatives that look like the positive more, so the same batch's loss grows with it."""
+    losses = []
+    for beta in (0.0, 1.0):
+        context = context_of(pretrained_synth, hard_negatives=beta)
+        task = get_task("retrieval").fitted(context)
+        model = load_pretrained(context.cfg)
+        torch.manual_seed(0)
+        heads = task.heads(model, context)
+        draw = Draw(torch.Generator().manual_seed(0))
+        losses.append(TaskObjective(task, model, heads, context)(first_batch(context, 16), draw)["retrieval_pair_loss"])
+    plain, hard = losses
+    assert torch.isfinite(plain) and hard > plain + 1e-4
+
+
 INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 

@@ -56,7 +56,8 @@ class ObjectivesConfig:
     image_denoise: float = 1.0  # image decoder generates VQ codes (image masked)
     matching: float = 0.0  # tri-modal matching, OPT's five cases (off by default: configs/objectives/all.yaml)
     contrastive: float = 1.0  # InfoNCE between modality embeddings, learned temperature
-    contrastive_hard_negatives: float = 0.0  # beta of HN-NCE's negative weights (0: plain InfoNCE)
+    contrastive_hard_negatives: float = 0.5  # beta of HN-NCE's negative weights (0: plain InfoNCE)
+    swap_negatives: list[str] = field(default_factory=list)  # word groups (shape, colour) swapped in negative captions
     text_mask_ratio: float = 0.15
     image_mask_ratio: float = 0.3
     audio_mask_ratio: float = 0.3
@@ -94,6 +95,7 @@ class TaskConfig:
     lr: float = 3e-4
     head_lr_factor: float = 1.0  # a task's fresh heads learn at this multiple of lr
     from_scratch: bool = False  # True: no pre-training (the paper's baseline)
+    hard_negatives: float = 0.0  # retrieval: HN-NCE beta of the fine-tuning loss (objectives.hard_negative_logits)
     rerank_k: int = 0  # retrieval: re-rank each text+audio query's top k with the matching head (0: off)
     any_modality: bool = False  # classification: also a fused head fed any subset of modalities
     probe_steps: int = 3000  # text_to_image: training steps of the attribute probe (cached per dataset)

@@ -166,3 +166,32 @@ def pick_other(
     if also_not is not None:
         w[torch.arange(rows), also_not] = 0.0
     return torch.multinomial(w, 1, generator=generator)[:, 0]
+
+
+def swap_words(tokens: Tensor, count: Tensor, groups: list[Tensor], draw: Draw) -> tuple[Tensor, Tensor]:
+    """Captions with one word swapped for another of its group (NegCLIP's hard-negative captions:
+    "a red circle" -> "a red star"). tokens (B,L), count (B,), groups: id sets (G_k,) of
+    interchangeable words -> (swapped tokens (B,L), has (B,) bool: the row held a word to swap;
+    rows without one come back unchanged). Each row swaps one of its group words, drawn uniformly,
+    for a different member of the same group, drawn uniformly."""
+    vocab = max(int(tokens.max()), max(int(g.max()) for g in groups)) + 1
+    group_of = torch.full((vocab,), -1, dtype=torch.long)
+    slot_of = torch.zeros(vocab, dtype=torch.long)
+    for k, ids in enumerate(groups):
+        group_of[ids], slot_of[ids] = k, torch.arange(len(ids))
+    table = torch.nn.utils.rnn.pad_sequence(list(groups), batch_first=True)  # (K, max G_k)
+    sizes = torch.tensor([len(g) for g in groups])
+    cpu = tokens.cpu()
+    real = torch.arange(cpu.shape[1])[None, :] < count.cpu()[:, None]
+    group = torch.where(real, group_of[cpu], -1)  # (B,L)
+    scores = draw.rand(cpu.shape).masked_fill(group < 0, -1.0)
+    position = scores.argmax(1)  # (B,) a random swappable position of each row
+    has = (group >= 0).any(1)
+    rows = torch.arange(cpu.shape[0])
+    word = cpu[rows, position]
+    k = group_of[word].clamp(min=0)
+    offset = 1 + (draw.rand((cpu.shape[0],)) * (sizes[k] - 1)).long()  # 1 .. G_k - 1: never itself
+    new = table[k, (slot_of[word] + offset) % sizes[k]]
+    swapped = cpu.clone()
+    swapped[rows[has], position[has]] = new[has]
+    return swapped.to(tokens.device), has.to(tokens.device)

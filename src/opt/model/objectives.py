@@ -26,17 +26,30 @@ def masked_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels, ignore_index=IGNORE)
 
 
-def contrastive_loss(a: Tensor, b: Tensor, logit_scale: Tensor, hard_negatives: float = 0.0) -> Tensor:
+def contrastive_loss(
+    a: Tensor,
+    b: Tensor,
+    logit_scale: Tensor,
+    hard_negatives: float = 0.0,
+    extra_a: Tensor | None = None,
+    extra_valid: Tensor | None = None,
+) -> Tensor:
     """Symmetric InfoNCE between unit embeddings a, b (B,D): row i of a matches row i of b.
 
     Higher cosine for the positive pair gives a LOWER loss (the official OPT code had it reversed).
     `hard_negatives` = beta > 0: HN-NCE (Radenovic et al. 2023), see `hard_negative_logits`.
+    `extra_a` (M,D): more candidates of a that every row of b must rank below its positive (NegCLIP's
+    captions with a word swapped), those with `extra_valid` (M,) False left out.
     """
-    logits = logit_scale.exp().clamp(max=100) * a @ b.t()  # (B,B)
+    scale = logit_scale.exp().clamp(max=100)
+    logits = scale * a @ b.t()  # (B,B)
     target = torch.arange(a.shape[0], device=a.device)
     rows, cols = logits, logits.t()
     if hard_negatives > 0 and a.shape[0] > 1:
         rows, cols = hard_negative_logits(rows, hard_negatives), hard_negative_logits(cols, hard_negatives)
+    if extra_a is not None:
+        extra = (scale * b @ extra_a.t()).masked_fill(~extra_valid[None, :], float("-inf"))  # (B,M)
+        cols = torch.cat([cols, extra], dim=1)
     return (F.cross_entropy(rows, target) + F.cross_entropy(cols, target)) / 2
 
 

@@ -47,6 +47,7 @@ class SpecialTokens:
     pad: int
     mask: int
     count: int  # ids below this are special tokens
+    swap_groups: tuple = ()  # (G_k,) id sets of interchangeable words, for `objectives.swap_negatives`
 
 
 def loss_weights(o) -> dict:
@@ -155,16 +156,22 @@ def decoders(model, fused, batch, setup: Tensor | None, o, special: SpecialToken
     return losses
 
 
-def sample_level(model, encoded: dict, o, g: masking.Draw) -> dict:
+def sample_level(model, encoded: dict, o, g: masking.Draw, swapped: tuple | None = None) -> dict:
     """Contrastive alignment of modality embeddings, and tri-modal matching of the first
     `matching_share` of the batch (against hard negatives drawn from the whole batch by embedding
-    similarity when `matching_hard_negatives`), on the clean encodings `encoded` (modality -> Encoded)."""
+    similarity when `matching_hard_negatives`), on the clean encodings `encoded` (modality -> Encoded).
+    `swapped` (Encoded (B,..) of captions with a word swapped, has (B,) bool): more negative
+    captions for every image (NegCLIP)."""
     losses = {}
     emb = {m: model.embed(e, m) for m, e in encoded.items()} if o.contrastive or o.matching_hard_negatives else {}
     if o.contrastive:
         pairs = [(TEXT, IMAGE), (TEXT, AUDIO), (IMAGE, AUDIO)] if o.use_audio else [(TEXT, IMAGE)]
+        extra = {(TEXT, IMAGE): (model.embed(swapped[0], TEXT), swapped[1])} if swapped else {}
         losses["contrastive_loss"] = sum(
-            obj.contrastive_loss(emb[a], emb[b], model.logit_scale, o.contrastive_hard_negatives) for a, b in pairs
+            obj.contrastive_loss(
+                emb[a], emb[b], model.logit_scale, o.contrastive_hard_negatives, *extra.get((a, b), (None, None))
+            )
+            for a, b in pairs
         ) / len(pairs)
     if o.matching:
         b, device = encoded[TEXT].tokens.shape[0], encoded[TEXT].tokens.device
@@ -222,6 +229,18 @@ def encode_by_length(model, batch: dict, modalities, chunk: int) -> dict:
     return out
 
 
+def swapped_captions(model, batch: dict, groups: tuple, g: masking.Draw) -> tuple[Encoded, Tensor]:
+    """(clean text encodings (B,1+L',D) of the captions with one word swapped (masking.swap_words),
+    has (B,) bool: the caption held a word to swap)."""
+    if not groups:
+        raise ValueError("objectives.swap_negatives names no word group the captions' tokenizer spells as one token")
+    tokens, has = masking.swap_words(
+        batch["tokens"], batch["token_count"], list(groups), g
+    )  # untrimmed: same draws in every process
+    tokens = tokens[:, : int(batch["token_count"].max())]
+    return model.encode({"tokens": tokens, "token_count": batch["token_count"]}, (TEXT,))[TEXT], has
+
+
 def take(encoded: Encoded, index: Tensor) -> Encoded:
     return Encoded(encoded.tokens[index], encoded.valid[index])
 
@@ -250,7 +269,7 @@ def pretext_losses(model, batch: dict, o, special: SpecialTokens, g: masking.Dra
     the first part of the batch is masked, fused and decoded (token and modality level), while
     contrastive (and matching) read the clean encodings of the whole batch: the cheap
     single-modal encoders see more samples and more negatives per step than the fusion."""
-    whole = batch
+    whole, whole_g = batch, g
     b = fused_count(whole["tokens"].shape[0], o.fused_share)
     batch, g = {k: v[:b] for k, v in whole.items()}, g.first(b)
     device, modalities, setup, masked_rows = batch["tokens"].device, modalities_of(o), None, None
@@ -270,10 +289,13 @@ def pretext_losses(model, batch: dict, o, special: SpecialTokens, g: masking.Dra
         clean = encode_by_length(model, whole, modalities, chunk=b)  # the whole batch, for more negatives
     elif o.contrastive or o.matching:
         clean = clean_encodings(model, batch, modalities, encoded, masked_rows)
+    swapped = (
+        swapped_captions(model, whole, special.swap_groups, whole_g) if o.contrastive and o.swap_negatives else None
+    )
     losses = {
         **token_level(model, fused, batch, masks, labels, rows, o),
         **decoders(model, fused, batch, setup, o, special),
-        **sample_level(model, clean, o, g),
+        **sample_level(model, clean, o, g, swapped),
     }
     weights = loss_weights(o)
     losses = {k: v for k, v in losses.items() if weights[k] > 0}

@@ -4,8 +4,8 @@ The text+audio query goes through the cross-modal encoder: text and audio are fu
 fused CLS, through this task's `query` head, is added as a residual to the text embedding before
 normalising (never an average of the two single-modal embeddings). The head starts at zero, so
 the query starts exactly where text alone is and fine-tuning can only move it from there (a fresh
-head on the fused CLS started below text alone: 0.109 against 0.154 R@1, issue 15). Fine-tuning: symmetric InfoNCE over the three modality pairs
-plus the fused query against the image. With `task.rerank_k` > 0 (config, default 0) the
+head on the fused CLS started below text alone: 0.109 against 0.154 R@1, issue 15). Fine-tuning: symmetric InfoNCE (HN-NCE with `task.hard_negatives` > 0)
+over the three modality pairs plus the fused query against the image. With `task.rerank_k` > 0 (config, default 0) the
 top-k images of each text+audio query are re-ranked by the matching head (class 0 = matched).
 
 Prompts (opt.data.prompts: the scene's shapes, never their colours) where the records have them:
@@ -100,11 +100,11 @@ class Retrieval(Task):
     def losses(self, model, heads, batch, draw, context) -> dict:
         prompt = prompt_input(self.records(context, "train"), batch, context.tokenizer, context.device)
         emb = embeddings(model, heads, prepare(model, batch, context.device), prompt)
-        scale = model.logit_scale
+        scale, beta = model.logit_scale, float(context.cfg.task.hard_negatives)
         pairs = PAIRS + (((PROMPT, I),) if prompt is not None else ())
         queries = (FUSED, PROMPT_FUSED) if prompt is not None else (FUSED,)
-        pair = torch.stack([contrastive_loss(emb[a], emb[b], scale) for a, b in pairs]).mean()
-        query = torch.stack([contrastive_loss(emb[q], emb[I], scale) for q in queries]).mean()
+        pair = torch.stack([contrastive_loss(emb[a], emb[b], scale, beta) for a, b in pairs]).mean()
+        query = torch.stack([contrastive_loss(emb[q], emb[I], scale, beta) for q in queries]).mean()
         total = pair + query
         return {"loss": total, "retrieval_loss": total, "retrieval_pair_loss": pair, "retrieval_query_loss": query}
 

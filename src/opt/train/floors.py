@@ -58,6 +58,8 @@ def loss_floors(stats: dict, objectives, batch_size: int) -> dict:
     """Loss name -> its floor, for every pretext loss (opt.model.pretext names them)."""
     fused = fused_count(batch_size, objectives.fused_share)  # MAM contrasts the masked patches of the fused part
     masked_audio = max(2.0, objectives.audio_mask_ratio * stats["audio_patches"] * fused)
+    # swap_negatives: image->text also ranks a swapped caption per sample (2B candidates), 1 of 3 pairs' 2 directions
+    swapped = math.log(2) / (2 * (3 if objectives.use_audio else 1)) if objectives.swap_negatives else 0.0
     return {
         "mlm_loss": stats["masked_token_entropy"],
         "text_denoise_loss": stats["token_entropy"],
@@ -66,7 +68,7 @@ def loss_floors(stats: dict, objectives, batch_size: int) -> dict:
         "mvm_pixel_loss": stats["pixel_variance"],
         "mam_regression_loss": stats["mel_variance"],
         "mam_contrastive_loss": math.log(masked_audio),
-        "contrastive_loss": math.log(batch_size),
+        "contrastive_loss": math.log(batch_size) + swapped,
         "matching_loss": math.log(5 if objectives.use_audio else 2),
     }
 

@@ -32,7 +32,7 @@ from opt.model.opt import OPT, Dims
 from opt.model.pretext import SpecialTokens, pretext_losses
 from opt.train.checkpoint import load_weights
 from opt.train.floors import pretrain_report
-from opt.train.grounding import word_grounding
+from opt.train.grounding import word_grounding, word_sets
 from opt.train.seeding import seed_everything
 from opt.train.trainer import Trainer, fingerprint
 from opt.train.zero_shot import zero_shot_retrieval
@@ -66,9 +66,20 @@ def build_model(cfg) -> OPT:
     return model
 
 
-def special_tokens(tokenizer: CaptionTokenizer) -> SpecialTokens:
+def special_tokens(tokenizer: CaptionTokenizer, swap_groups: tuple = ()) -> SpecialTokens:
     """The ids the pretext tasks treat specially, as the run's tokenizer assigns them."""
-    return SpecialTokens(pad=tokenizer.pad_id, mask=tokenizer.mask_id, count=tokenizer.special_count)
+    return SpecialTokens(
+        pad=tokenizer.pad_id, mask=tokenizer.mask_id, count=tokenizer.special_count, swap_groups=swap_groups
+    )
+
+
+def swap_groups(names, records: list[dict], tokenizer: CaptionTokenizer) -> tuple:
+    """The id sets (G_k,) of `objectives.swap_negatives` (shape: singular and plural shape words, colour),
+    from the scene vocabulary of `records` (opt.train.grounding.word_sets)."""
+    if unknown := [n for n in names if n not in ("shape", "colour")]:
+        raise ValueError(f"objectives.swap_negatives: unknown word groups {unknown}; expected shape, colour")
+    sets = word_sets(records, tokenizer) if names else {}
+    return tuple(ids for name in names for ids in sets.get(name, []))
 
 
 def pretrain(cfg, stop_at: int | None = None) -> dict:
@@ -80,7 +91,9 @@ def pretrain(cfg, stop_at: int | None = None) -> dict:
     require(codes_file(cfg, "train"), "VQ codes (MVM targets, image decoder)", "opt image_tokenizer")
     model = build_model(cfg)
     tokenizer = load_tokenizer(cfg)
-    special = special_tokens(tokenizer)
+    special = special_tokens(
+        tokenizer, swap_groups(list(cfg.objectives.swap_negatives), training_split(cfg, "train").records(), tokenizer)
+    )
     run_dir = path(cfg, "checkpoints") / "pretrain"
     trainer = Trainer(
         PretrainObjective(model, cfg.objectives, special),
