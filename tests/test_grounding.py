@@ -14,7 +14,7 @@ from opt.data.splits import batches
 from opt.model.encoders import Modality
 from opt.model.masking import IGNORE
 from opt.model.objectives import mlm_loss
-from opt.train.grounding import CONTEXTS, group_hits, main, masked_word_logits, word_grounding, word_sets
+from opt.train.grounding import CONTEXTS, group_hits, main, masked_word_logits, swap_test, word_grounding, word_sets
 
 GROUP = torch.tensor([3, 5, 7])
 
@@ -100,3 +100,16 @@ def test_swap_groups_are_the_scenes_shape_words_as_the_tokenizer_spells_them(pre
     assert swap_groups([], records, tokenizer) == ()
     with pytest.raises(ValueError, match="unknown word groups"):
         swap_groups(["size"], records, tokenizer)
+
+
+def test_swap_test_scores_a_model_whose_captions_embed_alike_at_zero(pretrained_synth, monkeypatch):
+    """Each group's share lies in [0, 1]; a text embedding that ignores the caption ties every swap,
+    and a tie counts as wrong."""
+    cfg = load_config(pretrained_synth[1])
+    model, tokenizer, test = load_pretrained(cfg).eval(), load_tokenizer(cfg), training_split(cfg, "test")
+    shares = swap_test(model, test, tokenizer, torch.device("cpu"))
+    assert set(shares) == {"colour", "shape"} and all(0.0 <= v <= 1.0 for v in shares.values())
+    real = model.embed
+    constant = lambda encoded, m: real(encoded, m) if m != Modality.TEXT else torch.ones_like(real(encoded, m))  # noqa: E731
+    monkeypatch.setattr(model, "embed", constant)
+    assert swap_test(model, test, tokenizer, torch.device("cpu")) == {"colour": 0.0, "shape": 0.0}

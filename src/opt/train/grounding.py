@@ -8,6 +8,9 @@ reads the image scores clearly above `none` with `image`, and one that reads the
 caption spoken) above it with `audio`. A tie with the true word counts as wrong, so a constant
 head scores 0.
 
+`swap_test` asks the same of the contrastive embeddings: is each image closer to its caption than
+to the caption with one colour (shape) word swapped?
+
 Needs records with ground-truth objects (the built-in data); words the caption tokenizer splits
 into several tokens are left out.
 """
@@ -21,6 +24,7 @@ from opt.data.grammar import pluralize
 from opt.data.questions import scene_vocab
 from opt.data.splits import batches
 from opt.model.encoders import Modality, trim_to_content
+from opt.model.masking import Draw, swap_words
 from opt.model.objectives import mlm_logits
 
 CONTEXTS = {
@@ -135,3 +139,27 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@torch.no_grad()
+def swap_test(model, dataset, tokenizer, device, batch_size: int = 64, seed: int = 0) -> dict:
+    """group -> share of images whose embedding is closer to their caption's than to the same caption
+    with one word of the group swapped for another (masking.swap_words; chance 0.5, a tie counts as
+    wrong), over the captions that hold such a word; {} without ground-truth objects. It tests the
+    contrastive embeddings (what retrieval reads), where word grounding tests the fusion."""
+    sets = word_sets([r for r in dataset.records() if r.get("objects")], tokenizer)
+    draw = Draw(torch.Generator().manual_seed(seed))
+    wins, total = dict.fromkeys(sets, 0), dict.fromkeys(sets, 0)
+    model.eval()
+    for batch in batches(dataset, batch_size):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        encoded = model.encode(batch, (Modality.TEXT, Modality.IMAGE))
+        image = model.embed(encoded[Modality.IMAGE], Modality.IMAGE)  # (B,D) unit
+        true = (model.embed(encoded[Modality.TEXT], Modality.TEXT) * image).sum(-1)
+        for g, id_sets in sets.items():
+            swapped, has = swap_words(batch["tokens"], batch["token_count"], id_sets, draw)
+            text = model.encode({"tokens": swapped, "token_count": batch["token_count"]}, (Modality.TEXT,))
+            other = (model.embed(text[Modality.TEXT], Modality.TEXT) * image).sum(-1)
+            wins[g] += int((true > other)[has].sum())
+            total[g] += int(has.sum())
+    return {g: wins[g] / total[g] if total[g] else None for g in sets}

@@ -32,7 +32,7 @@ from opt.model.opt import OPT, Dims
 from opt.model.pretext import SpecialTokens, pretext_losses
 from opt.train.checkpoint import load_weights
 from opt.train.floors import pretrain_report
-from opt.train.grounding import word_grounding, word_sets
+from opt.train.grounding import swap_test, word_grounding, word_sets
 from opt.train.seeding import seed_everything
 from opt.train.trainer import Trainer, fingerprint
 from opt.train.zero_shot import zero_shot_retrieval
@@ -114,6 +114,7 @@ def pretrain(cfg, stop_at: int | None = None) -> dict:
     test = training_split(cfg, "test")
     result["zero_shot"] = zero_shot_retrieval(model, test, trainer.device)
     result["grounding"] = word_grounding(model, test, tokenizer, trainer.device, bool(cfg.objectives.use_audio))
+    result["swap_test"] = swap_test(model, test, tokenizer, trainer.device)
     write_metrics(cfg, "pretrain", result)
     if (run_dir / "losses.csv").exists():  # absent after 0 steps (the no-pre-training baseline)
         shutil.copy(run_dir / "losses.csv", path(cfg, "metrics") / "pretrain_losses.csv")
@@ -130,4 +131,8 @@ def pretrain(cfg, stop_at: int | None = None) -> dict:
     for group, acc in result["grounding"].items():
         scores = ", ".join(f"{c} {v:.3f}" for c, v in acc.items() if c != "words" and v is not None)
         print(f"pretrain: masked {group} words picked with {scores} (opt.train.grounding)")
+    for group, share in ((g, v) for g, v in result["swap_test"].items() if v is not None):
+        print(
+            f"pretrain: test images closer to their caption than to it with a {group} swapped: {share:.3f} (chance 0.5)"
+        )
     return result
