@@ -119,28 +119,6 @@ def word_grounding(model, dataset, tokenizer, device, with_audio: bool = True, b
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m opt.train.grounding [--split val] paths.root=RUN`: a pre-trained model's grounding."""
-    import argparse
-    import json
-
-    from opt.artifacts import load_pretrained, load_tokenizer, training_split
-    from opt.config import load_config
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. paths.root=RUN")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.overrides)
-    model, tokenizer, split = load_pretrained(cfg), load_tokenizer(cfg), training_split(cfg, args.split)
-    grounding = word_grounding(model, split, tokenizer, torch.device("cpu"), bool(cfg.objectives.use_audio))
-    print(json.dumps(grounding, indent=1))
-
-
-if __name__ == "__main__":
-    main()
-
-
 @torch.no_grad()
 def swap_test(model, dataset, tokenizer, device, batch_size: int = 64, seed: int = 0) -> dict:
     """group -> share of images whose embedding is closer to their caption's than to the same caption
@@ -163,3 +141,25 @@ def swap_test(model, dataset, tokenizer, device, batch_size: int = 64, seed: int
             wins[g] += int((true > other)[has].sum())
             total[g] += int(has.sum())
     return {g: wins[g] / total[g] if total[g] else None for g in sets}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m opt.train.grounding [--split val] paths.root=RUN`: a pre-trained model's grounding."""
+    import argparse
+    import json
+
+    from opt.artifacts import load_pretrained, load_tokenizer, training_split
+    from opt.config import load_config
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. paths.root=RUN")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.overrides)
+    model, tokenizer, split = load_pretrained(cfg), load_tokenizer(cfg), training_split(cfg, args.split)
+    grounding = word_grounding(model, split, tokenizer, torch.device("cpu"), bool(cfg.objectives.use_audio))
+    print(json.dumps(grounding, indent=1))
+
+
+if __name__ == "__main__":
+    main()
