@@ -127,3 +127,24 @@ def test_wide_contrastive_fuses_as_many_as_the_default_and_contrasts_a_wider_bat
     fused = fused_count(default.trainer.batch_size, default.objectives.fused_share)
     assert fused < default.trainer.batch_size  # the default already contrasts more samples than it fuses
     assert fused_count(wide.trainer.batch_size, wide.objectives.fused_share) == fused
+
+
+def test_the_long_experiment_only_raises_budgets():
+    """`experiment=long` changes nothing but training budgets, and raises each of them."""
+    from opt.check import result_config
+
+    default, long = result_config(load_config([])), result_config(load_config(["experiment=long"]))
+    changed = {k for k in default if default[k] != long.get(k)}
+    assert changed == {"trainer.max_steps", "task.step_factors.captioning"}
+    assert all(long[k] > default[k] for k in changed)
+
+
+def test_a_batch_factor_scales_the_tasks_batch_and_lr_together():
+    """A task's entry in task.batch_factors multiplies its batch and its lr; other tasks keep the shared ones."""
+    from opt.tasks.run import task_trainer_config
+
+    overrides = ["task.batch_size=8", "task.lr=0.001", "task.batch_factors={retrieval: 3}"]
+    retrieval = task_trainer_config(load_config([*overrides, "task.name=retrieval"]))
+    vqa = task_trainer_config(load_config([*overrides, "task.name=vqa"]))
+    assert (retrieval.batch_size, retrieval.lr) == (24, pytest.approx(0.003))
+    assert (vqa.batch_size, vqa.lr) == (8, pytest.approx(0.001))

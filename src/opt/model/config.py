@@ -86,16 +86,19 @@ class TaskConfig:
         default_factory=lambda: {
             "text_to_image": 6,
             "captioning": 3,
-            "retrieval": 6,
+            "retrieval": 3,
             "speech_recognition": 6,
             "classification": 6,
         }
     )  # task -> multiple of steps
+    batch_factors: dict[str, int] = field(
+        default_factory=lambda: {"retrieval": 2}
+    )  # task -> multiple of batch_size and lr
     batch_size: int = 32
     lr: float = 3e-4
     head_lr_factor: float = 1.0  # a task's fresh heads learn at this multiple of lr
     from_scratch: bool = False  # True: no pre-training (the paper's baseline)
-    hard_negatives: float = 0.0  # retrieval: HN-NCE beta of the fine-tuning loss (objectives.hard_negative_logits)
+    hard_negatives: float = 0.5  # retrieval: HN-NCE beta of the fine-tuning loss (objectives.hard_negative_logits)
     rerank_k: int = 0  # retrieval: re-rank each text+audio query's top k with the matching head (0: off)
     any_modality: bool = False  # classification: also a fused head fed any subset of modalities
     probe_steps: int = 3000  # text_to_image: training steps of the attribute probe (cached per dataset)

@@ -40,14 +40,19 @@ def task_steps(task_cfg) -> int:
     return task_cfg.steps * int(task_cfg.step_factors.get(task_cfg.name, 1))
 
 
+def task_batch_factor(task_cfg) -> int:
+    """The configured task's entry in `batch_factors`: its batch and lr are that multiple of the shared ones."""
+    return int(task_cfg.batch_factors.get(task_cfg.name, 1))
+
+
 def task_trainer_config(cfg):
-    t, steps = cfg.task, task_steps(cfg.task)
+    t, steps, factor = cfg.task, task_steps(cfg.task), task_batch_factor(cfg.task)
     return OmegaConf.create(
         {
             **OmegaConf.to_container(cfg.trainer),
             "max_steps": steps,
-            "batch_size": t.batch_size,
-            "lr": t.lr,
+            "batch_size": t.batch_size * factor,
+            "lr": t.lr * factor,
             "head_lr_factor": t.head_lr_factor,
             "warmup_steps": max(1, steps // 10),
             "init_from": None,
