@@ -1,8 +1,8 @@
 """A packaged tiny model (`opt package` into a scratch BentoML home) and a real `bentoml serve`.
 
 `packaged_tiny` copies the session's pre-trained tiny run, fine-tunes retrieval until it knows
-its train pairs (`task.steps=200` times retrieval's step factor, batch and lr times its batch
-factor: the task config's), writes a
+its train pairs (`task.steps=200` and `task.lr=1e-3`, scaled by retrieval's step and batch
+factors as every fine-tuning is), writes a
 metrics/eval.json, and runs `opt package` in a subprocess (BENTOML_HOME in tmp) with the train
 split as the gallery, so a served query can be checked against its own image.
 It is built once per session and shared by test_package.py, test_serving.py and test_demo.py.

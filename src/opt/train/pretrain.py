@@ -131,8 +131,9 @@ def pretrain(cfg, stop_at: int | None = None) -> dict:
     for group, acc in result["grounding"].items():
         scores = ", ".join(f"{c} {v:.3f}" for c, v in acc.items() if c != "words" and v is not None)
         print(f"pretrain: masked {group} words picked with {scores} (opt.train.grounding)")
-    for group, share in ((g, v) for g, v in result["swap_test"].items() if v is not None):
-        print(
-            f"pretrain: test images closer to their caption than to it with a {group} swapped: {share:.3f} (chance 0.5)"
-        )
+    for group, share in result["swap_test"].items():
+        if share is not None:
+            print(
+                f"pretrain: test images closer to their caption than with a {group} swapped: {share:.3f} (chance 0.5)"
+            )
     return result
