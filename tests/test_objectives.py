@@ -341,3 +341,22 @@ def test_encoding_by_length_gives_the_one_pass_encodings_of_every_real_token():
         assert torch.equal(chunked[m].valid, one_pass[m].valid), m
         real = one_pass[m].valid
         torch.testing.assert_close(chunked[m].tokens[real], one_pass[m].tokens[real], atol=1e-5, rtol=1e-4)
+
+
+def test_the_contrastive_peer_encodes_each_sample_once_and_never_fuses(monkeypatch):
+    """experiment=contrastive_peer: only contrastive is active, so no masked pass and no fusion run,
+    and its loss is the contrastive loss of the clean encodings (one encode call per step)."""
+    from opt.model import pretext
+
+    o = load_config(["experiment=contrastive_peer"]).objectives
+    assert not pretext.reads_fusion(o) and pretext.reads_fusion(objectives())
+    model, batch, calls = tiny_model(), random_batch(6), []
+    real_encode = model.encode
+    monkeypatch.setattr(model, "fuse", lambda *a, **k: pytest.fail("the peer fused"))
+    monkeypatch.setattr(model, "encode", lambda b, m, masks=None: calls.append(masks) or real_encode(b, m, masks))
+    losses = pretext_losses(model, batch, o, SPECIAL, Draw(torch.Generator().manual_seed(0)))
+    assert set(losses) == {"contrastive_loss", "loss"} and calls == [None]
+    clean = pretext.sample_level(model, real_encode(batch, pretext.modalities_of(o)), o, None)
+    assert torch.allclose(losses["contrastive_loss"], clean["contrastive_loss"], atol=1e-5)
+    shuffled = {**batch, "image": batch["image"].flip(0)}  # pairs broken: a different loss
+    assert not torch.allclose(pretext_losses(model, shuffled, o, SPECIAL, None)["loss"], losses["loss"])

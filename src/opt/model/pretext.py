@@ -269,6 +269,8 @@ def pretext_losses(model, batch: dict, o, special: SpecialTokens, g: masking.Dra
     the first part of the batch is masked, fused and decoded (token and modality level), while
     contrastive (and matching) read the clean encodings of the whole batch: the cheap
     single-modal encoders see more samples and more negatives per step than the fusion."""
+    if not reads_fusion(o):  # sample-level objectives only (experiment=contrastive_peer): no masked pass, no fusion
+        return sample_level_only(model, batch, o, special, g)
     whole, whole_g = batch, g
     b = fused_count(whole["tokens"].shape[0], o.fused_share)
     batch, g = {k: v[:b] for k, v in whole.items()}, g.first(b)
@@ -297,6 +299,23 @@ def pretext_losses(model, batch: dict, o, special: SpecialTokens, g: masking.Dra
         **decoders(model, fused, batch, setup, o, special),
         **sample_level(model, clean, o, g, swapped),
     }
+    weights = loss_weights(o)
+    losses = {k: v for k, v in losses.items() if weights[k] > 0}
+    return {**losses, "loss": weighted_total(losses, weights)}
+
+
+def reads_fusion(o) -> bool:
+    """Whether any active objective reads the masked pass and the fusion (token and modality level)."""
+    return any((o.mlm, o.mvm, o.mam, o.text_denoise, o.image_denoise))
+
+
+def sample_level_only(model, batch: dict, o, special: SpecialTokens, g: masking.Draw) -> dict:
+    """`pretext_losses` when only contrastive (and matching) are active: one clean encoding of the
+    whole batch, trimmed to its content, and nothing masked or fused for token-level objectives."""
+    trimmed = trim_to_content(batch, model.cfg.audio_patch_frames, model.cfg.max_audio_patches)
+    clean = model.encode(trimmed, modalities_of(o))
+    swapped = swapped_captions(model, batch, special.swap_groups, g) if o.contrastive and o.swap_negatives else None
+    losses = sample_level(model, clean, o, g, swapped)
     weights = loss_weights(o)
     losses = {k: v for k, v in losses.items() if weights[k] > 0}
     return {**losses, "loss": weighted_total(losses, weights)}

@@ -101,9 +101,10 @@ class VQVAE(nn.Module):
         """(B,3,H,W) in [0,1] -> latents (B,C,g,g), quantised (B,C,g,g), codes (B,g*g)."""
         z = self.encoder(images * 2 - 1)
         b, c, g, _ = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, c)
-        q, index = self.codebook(flat)
-        return z, q.reshape(b, g, g, c).permute(0, 3, 1, 2), index.reshape(b, g * g)
+        flat = z.permute(0, 2, 3, 1).reshape(-1, c).float()
+        with torch.autocast(images.device.type, enabled=False):  # nearest codes and EMA in fp32
+            q, index = self.codebook(flat)
+        return z.float(), q.reshape(b, g, g, c).permute(0, 3, 1, 2), index.reshape(b, g * g)
 
     def forward(self, images: Tensor) -> dict:
         """Reconstruction, codes and losses (`reconstruction_loss`, `commitment_loss`, `loss`)."""
@@ -120,7 +121,7 @@ class VQVAE(nn.Module):
         }
 
     def render(self, quantised: Tensor) -> Tensor:
-        return (self.decoder(quantised) + 1) / 2  # (B,3,H,W), roughly [0,1]
+        return (self.decoder(quantised).float() + 1) / 2  # (B,3,H,W), roughly [0,1]
 
     @torch.no_grad()
     def encode_codes(self, images: Tensor) -> Tensor:

@@ -59,7 +59,6 @@ def image_tokenizer(cfg) -> dict:
         "lr": v.lr,
         "warmup_steps": min(20, v.steps),
         "weight_decay": 0.0,
-        "precision": "fp32",
         "compile": False,
         "checkpoint_every": v.steps,
         "grad_accum": 1,
