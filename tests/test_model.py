@@ -246,3 +246,21 @@ def test_conv_stem_tokens_never_see_the_pixels_of_masked_patches():
 def test_an_unknown_image_stem_is_refused_by_name():
     with pytest.raises(ValueError, match="image_stem='resnet'"):
         tiny_model(image_stem="resnet")
+
+
+def test_the_vq_tokenizer_trains_under_bf16_autocast_with_an_fp32_codebook():
+    """The trainer's bf16 autocast reaches the VQ-VAE: its convolutions may run in bf16, but the
+    nearest-code search and the EMA (incl. restarting dead codes) stay fp32, and codes match fp32's."""
+    from opt.model.vq import VQVAE
+
+    torch.manual_seed(0)
+    vq, images = VQVAE(16, 4, 32, 8, 16, decay=0.5), torch.rand(8, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = vq(images)  # the first call initialises the codebook; dead codes restart in update
+    out["loss"].backward()
+    assert vq.codebook.codebook.dtype == torch.float32 and torch.isfinite(vq.codebook.codebook).all()
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    vq.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16_codes = vq.encode_codes(images)
+    assert (bf16_codes == vq.encode_codes(images)).float().mean() > 0.8

@@ -299,6 +299,11 @@ def pretext_losses(model, batch: dict, o, special: SpecialTokens, g: masking.Dra
         **decoders(model, fused, batch, setup, o, special),
         **sample_level(model, clean, o, g, swapped),
     }
+    return with_total(losses, o)
+
+
+def with_total(losses: dict, o) -> dict:
+    """The losses whose weight is above 0, and their weighted sum under `loss`."""
     weights = loss_weights(o)
     losses = {k: v for k, v in losses.items() if weights[k] > 0}
     return {**losses, "loss": weighted_total(losses, weights)}
@@ -316,6 +321,4 @@ def sample_level_only(model, batch: dict, o, special: SpecialTokens, g: masking.
     clean = model.encode(trimmed, modalities_of(o))
     swapped = swapped_captions(model, batch, special.swap_groups, g) if o.contrastive and o.swap_negatives else None
     losses = sample_level(model, clean, o, g, swapped)
-    weights = loss_weights(o)
-    losses = {k: v for k, v in losses.items() if weights[k] > 0}
-    return {**losses, "loss": weighted_total(losses, weights)}
+    return with_total(losses, o)
